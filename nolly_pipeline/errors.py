@@ -1,0 +1,33 @@
+"""Error types shared by every layer.
+
+The message of a :class:`NollyError` is shown to the editor as the job's ``error_message``,
+so it must be one readable sentence: no traceback, no secret, no internal path. Whether an
+error is worth retrying is part of its type, so the orchestration layer can decide without
+parsing strings.
+"""
+
+from __future__ import annotations
+
+
+class NollyError(Exception):
+    """An error whose message is safe and useful to show to the user."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class PermanentError(NollyError):
+    """Retrying cannot help: bad input, a model that reported failure, a missing backend."""
+
+
+class InputError(PermanentError):
+    """The job's input (row, URL, file or settings) is not acceptable."""
+
+
+class TransientError(NollyError):
+    """A network hiccup, a 5xx or a rate limit: the same call may succeed later."""
+
+
+class StaleRunError(PermanentError):
+    """This run no longer owns the job row (a newer attempt or another run took it over)."""

@@ -1,0 +1,1 @@
+"""Pure media processing: no Dagster imports, usable and testable on its own."""
