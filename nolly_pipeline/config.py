@@ -1,0 +1,104 @@
+"""Where the environment is read: the one place that decides local vs S3, SQLite vs PostgreSQL.
+
+Everything else receives plain values or Dagster resources built from :class:`Settings`.
+With no variables set, the embedded default runs entirely under ``$DAGSTER_HOME``: a SQLite
+database, local buckets and local processing backends, so a newcomer needs no cloud account.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+from nolly_pipeline.job_types import JOB_TYPES
+
+# The seed's buckets: inputs are uploaded to vfx-assets / audio-uploads, results go to outputs.
+OUTPUT_BUCKET = "outputs"
+# Intermediates between ops are private working copies; never put them in the public bucket.
+DEFAULT_INTERMEDIATE_BUCKET = "pipeline-intermediates"
+SEED_BUCKETS: tuple[str, ...] = ("vfx-assets", "audio-uploads", OUTPUT_BUCKET)
+
+
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME``, or ``.dagster_home`` in the working directory when unset."""
+    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+
+
+def _env(name: str, env: Mapping[str, str]) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Non-secret configuration, resolved once. Secrets stay in the environment (see resources)."""
+
+    database_url: str
+    storage: Literal["local", "s3"]
+    local_storage_dir: Path
+    s3_endpoint_url: str | None
+    aws_region: str | None
+    public_base_url: str | None
+    replicate_enabled: bool
+    replicate_base_url: str | None
+    sensor_interval_seconds: int
+    sensor_batch_size: int
+    replicate_timeout_seconds: float
+    replicate_poll_seconds: float
+    # job type -> "local" | "replicate" (NOLLY_BACKEND_<TYPE>, default by token presence)
+    backends: Mapping[str, str]
+    # job type -> (model ref, input mapping JSON) from NOLLY_REPLICATE_MODEL_/INPUT_<TYPE>
+    replicate_models: Mapping[str, tuple[str | None, str | None]]
+    models_dir: Path
+    intermediate_bucket: str
+    intermediate_prefix: str
+    work_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        home = Path(env.get("DAGSTER_HOME") or dagster_home())
+        storage = (_env("NOLLY_STORAGE", env) or "local").lower()
+        if storage not in ("local", "s3"):
+            raise ValueError(f"NOLLY_STORAGE must be 'local' or 's3', got {storage!r}")
+        public = _env("NOLLY_PUBLIC_BASE_URL", env)
+        replicate_enabled = _env("REPLICATE_API_TOKEN", env) is not None
+        backends: dict[str, str] = {}
+        models: dict[str, tuple[str | None, str | None]] = {}
+        for job_type in JOB_TYPES.values():
+            suffix = job_type.env_suffix
+            backend = (_env(f"NOLLY_BACKEND_{suffix}", env) or ("replicate" if replicate_enabled else "local")).lower()
+            if backend not in ("local", "replicate"):
+                raise ValueError(f"NOLLY_BACKEND_{suffix} must be 'local' or 'replicate', got {backend!r}")
+            backends[job_type.name] = backend
+            models[job_type.name] = (
+                _env(f"NOLLY_REPLICATE_MODEL_{suffix}", env),
+                _env(f"NOLLY_REPLICATE_INPUT_{suffix}", env),
+            )
+        return cls(
+            database_url=_env("NOLLY_DATABASE_URL", env) or f"sqlite:///{home / 'nolly.db'}",
+            storage=storage,  # type: ignore[arg-type]
+            local_storage_dir=Path(_env("NOLLY_LOCAL_STORAGE_DIR", env) or home / "storage"),
+            s3_endpoint_url=_env("NOLLY_S3_ENDPOINT_URL", env),
+            aws_region=_env("AWS_REGION", env) or _env("AWS_DEFAULT_REGION", env),
+            public_base_url=public.rstrip("/") if public else None,
+            replicate_enabled=replicate_enabled,
+            replicate_base_url=_env("REPLICATE_BASE_URL", env),
+            replicate_timeout_seconds=float(_env("NOLLY_REPLICATE_TIMEOUT_SECONDS", env) or 1800),
+            replicate_poll_seconds=float(_env("NOLLY_REPLICATE_POLL_SECONDS", env) or 2),
+            backends=backends,
+            replicate_models=models,
+            models_dir=Path(_env("NOLLY_MODELS_DIR", env) or Path.home() / ".cache" / "nolly-pipeline" / "models"),
+            sensor_interval_seconds=int(_env("NOLLY_SENSOR_INTERVAL_SECONDS", env) or 60),
+            sensor_batch_size=int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200),
+            intermediate_bucket=_env("NOLLY_INTERMEDIATE_BUCKET", env) or DEFAULT_INTERMEDIATE_BUCKET,
+            intermediate_prefix=(_env("NOLLY_INTERMEDIATE_PREFIX", env) or "dagster-io").strip("/"),
+            work_dir=Path(_env("NOLLY_WORK_DIR", env) or home / "work"),
+        )
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        """Every bucket the pipeline reads or writes; created when missing on local or test storage."""
+        return (*SEED_BUCKETS, self.intermediate_bucket)

@@ -1,0 +1,351 @@
+"""Every read and write of ``jobs`` and ``notifications`` the pipeline makes.
+
+The rules that keep a job from being lost or doubled live here, as SQL conditions:
+
+* dispatch: the sensor *claims* pending rows (``dispatched_at``) and bumps ``attempt`` in one
+  statement, so two sensor ticks (or two daemons) never dispatch the same attempt twice;
+* ownership: a run takes the row (``dagster_run_id``) before it works on it, under conditions
+  that depend on how the run was launched (see :meth:`JobStore.start_run`);
+* fencing: terminal writes require ``dagster_run_id = <this run> AND status = 'running'``, so a
+  stale run can never overwrite a newer attempt, and a second write is a no-op;
+* one notification per terminal transition, inserted in the same transaction as the write.
+
+All statements use bound parameters; nothing here formats user data into SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, jobs, notifications
+from nolly_pipeline.errors import StaleRunError
+from nolly_pipeline.job_types import label as _label
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, matching the seed's ``TIMESTAMP`` (without time zone) columns."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    project_id: uuid.UUID | None
+    type: str
+    status: str | None
+    input_data: Any
+    output_data: Any
+    error_message: str | None
+    created_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    attempt: int
+    dispatched_at: dt.datetime | None
+    started_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    dagster_run_id: str | None
+
+    @classmethod
+    def from_mapping(cls, row: sa.RowMapping) -> "JobRow":
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as the frontend would read it, JSON-ready."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, (uuid.UUID, dt.datetime)):
+                value = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """How a run relates to the row it works on (derived from its tags)."""
+
+    run_id: str
+    # The attempt the sensor dispatched this run for; None for backfills and manual launches.
+    attempt: int | None
+    # True for a re-execution of an earlier run (Dagster's "re-execute from failure").
+    reexecution: bool
+
+
+class JobStore:
+    """Typed access to the two tables over one SQLAlchemy engine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # --- reads -------------------------------------------------------------------------
+    def get(self, job_id: uuid.UUID | str) -> JobRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.id == _as_uuid(job_id))
+            ).mappings().first()
+        return JobRow.from_mapping(row) if row else None
+
+    def notifications_for(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(notifications)
+                .where(notifications.c.job_id == _as_uuid(job_id))
+                .order_by(notifications.c.created_at)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def rows_with_status(self, status: str, limit: int = 1000) -> list[JobRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs).where(jobs.c.status == status).limit(limit)
+            ).mappings()
+            return [JobRow.from_mapping(r) for r in rows]
+
+    def dispatched_before(self, cutoff: dt.datetime, limit: int = 1000) -> list[JobRow]:
+        """Pending rows claimed by the sensor before ``cutoff`` whose run never took them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs)
+                .where(
+                    jobs.c.status == PENDING,
+                    jobs.c.dispatched_at.is_not(None),
+                    jobs.c.dispatched_at < cutoff,
+                )
+                .limit(limit)
+            ).mappings()
+            return [JobRow.from_mapping(r) for r in rows]
+
+    # --- inserts (the frontend's side; used by the CLI and tests) ---------------------------
+    def insert_job(
+        self,
+        job_type: str,
+        input_data: Any,
+        user_id: uuid.UUID | str,
+        project_id: uuid.UUID | str | None = None,
+    ) -> uuid.UUID:
+        job_id = uuid.uuid4()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(jobs).values(
+                    id=job_id,
+                    user_id=_as_uuid(user_id),
+                    project_id=_as_uuid(project_id) if project_id else None,
+                    type=job_type,
+                    status=PENDING,
+                    input_data=input_data,
+                    created_at=utcnow(),
+                )
+            )
+        return job_id
+
+    # --- dispatch (sensor) ----------------------------------------------------------------
+    def claim_dispatchable(self, limit: int) -> list[JobRow]:
+        """Atomically claim up to ``limit`` new pending rows and start a new attempt on each.
+
+        Uses the partial index ``ix_jobs_dispatchable``, so the cost grows with the number of
+        new rows, not with the backlog of claimed ones. ``SKIP LOCKED`` keeps two concurrent
+        claimers (two daemons by mistake) from both taking a row on PostgreSQL; SQLite
+        serialises writers anyway.
+        """
+        dispatchable = sa.and_(jobs.c.status == PENDING, jobs.c.dispatched_at.is_(None))
+        picked = (
+            sa.select(jobs.c.id)
+            .where(dispatchable)
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        now = utcnow()
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(picked.scalar_subquery()), dispatchable)
+            .values(
+                attempt=jobs.c.attempt + 1,
+                dispatched_at=now,
+                updated_at=now,
+                dagster_run_id=None,
+                error_message=None,
+                output_data=None,
+                completed_at=None,
+                started_at=None,
+            )
+            .returning(*jobs.c)
+        )
+        with self.engine.begin() as conn:
+            rows = [JobRow.from_mapping(r) for r in conn.execute(stmt).mappings()]
+        return sorted(rows, key=lambda r: (r.created_at or now, str(r.id)))
+
+    def reject_dispatch(self, row: JobRow, message: str) -> bool:
+        """Fail a claimed row that cannot run at all (malformed row, bad URL): no run exists."""
+        cond = sa.and_(
+            jobs.c.id == row.id,
+            jobs.c.attempt == row.attempt,
+            jobs.c.status == PENDING,
+            jobs.c.dagster_run_id.is_(None),
+        )
+        return self._finish(cond, row, FAILED, message, None, f"dispatch:{row.attempt}")
+
+    def release_dispatch(self, row: JobRow) -> bool:
+        """Undo a claim whose run was never created (daemon died between claim and launch)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs)
+                .where(
+                    jobs.c.id == row.id,
+                    jobs.c.attempt == row.attempt,
+                    jobs.c.status == PENDING,
+                    jobs.c.dagster_run_id.is_(None),
+                )
+                .values(dispatched_at=None, updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    # --- ownership (runs) -----------------------------------------------------------------
+    def start_run(self, job_id: uuid.UUID | str, run: RunIdentity) -> JobRow:
+        """Take the row for ``run`` (idempotent per run) and mark it running.
+
+        * sensor runs own exactly the attempt they were dispatched for, from ``pending``;
+        * a re-execution resumes the same attempt if it has not moved on (``pending`` or
+          ``failed``), which is what "re-execute from failure" in the UI should do;
+        * a backfill or manual launch starts a new attempt on any row not running now.
+
+        Raises :class:`StaleRunError` when the row belongs to another attempt or run.
+        """
+        job_id = _as_uuid(job_id)
+        now = utcnow()
+        mine = sa.and_(jobs.c.id == job_id, jobs.c.dagster_run_id == run.run_id, jobs.c.status == RUNNING)
+        take = dict(
+            status=RUNNING,
+            dagster_run_id=run.run_id,
+            started_at=now,
+            updated_at=now,
+            completed_at=None,
+            error_message=None,
+            output_data=None,
+        )
+        if run.attempt is None:
+            cond = sa.and_(jobs.c.id == job_id, jobs.c.status != RUNNING)
+            take["attempt"] = jobs.c.attempt + 1
+            take["dispatched_at"] = now
+        elif run.reexecution:
+            cond = sa.and_(
+                jobs.c.id == job_id,
+                jobs.c.attempt == run.attempt,
+                jobs.c.status.in_([PENDING, FAILED]),
+            )
+            take["dispatched_at"] = now
+        else:
+            cond = sa.and_(jobs.c.id == job_id, jobs.c.attempt == run.attempt, jobs.c.status == PENDING)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.update(jobs).where(mine).values(updated_at=now).returning(*jobs.c)
+            ).mappings().first()
+            if row is None:
+                row = conn.execute(
+                    sa.update(jobs).where(cond).values(**take).returning(*jobs.c)
+                ).mappings().first()
+        if row is None:
+            current = self.get(job_id)
+            if current is None:
+                raise StaleRunError(f"job {job_id} does not exist")
+            raise StaleRunError(
+                f"job {job_id} is not this run's to process "
+                f"(status {current.status}, attempt {current.attempt}, run {current.dagster_run_id})"
+            )
+        return JobRow.from_mapping(row)
+
+    def heartbeat(self, job_id: uuid.UUID | str, run_id: str) -> bool:
+        """Touch ``updated_at`` while a run works; False means the run lost the row."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == _as_uuid(job_id), jobs.c.dagster_run_id == run_id, jobs.c.status == RUNNING)
+                .values(updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    # --- terminal writes ------------------------------------------------------------------
+    def finish_done(self, job_id: uuid.UUID | str, run_id: str, output_data: dict[str, Any]) -> bool:
+        row = self.get(job_id)
+        if row is None:
+            return False
+        cond = self._owned_by(row.id, run_id)
+        return self._finish(cond, row, DONE, None, output_data, run_id)
+
+    def finish_failed(self, job_id: uuid.UUID | str, run_id: str, message: str) -> bool:
+        row = self.get(job_id)
+        if row is None:
+            return False
+        return self._finish(self._owned_by(row.id, run_id), row, FAILED, message, None, run_id)
+
+    @staticmethod
+    def _owned_by(job_id: uuid.UUID, run_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(jobs.c.id == job_id, jobs.c.dagster_run_id == run_id, jobs.c.status == RUNNING)
+
+    def _finish(
+        self,
+        cond: sa.ColumnElement[bool],
+        row: JobRow,
+        status: str,
+        message: str | None,
+        output_data: dict[str, Any] | None,
+        event_key: str,
+    ) -> bool:
+        """Fenced terminal write plus its notification, in one transaction. True if it wrote."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs)
+                .where(cond)
+                .values(
+                    status=status,
+                    error_message=message,
+                    output_data=output_data,
+                    completed_at=now,
+                    updated_at=now,
+                    dispatched_at=None,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(sa.insert(notifications).values(**_notification(row, status, message, event_key, now)))
+        return True
+
+
+def _notification(
+    row: JobRow, status: str, message: str | None, event_key: str, now: dt.datetime
+) -> dict[str, Any]:
+    label = _label(row.type)
+    if status == DONE:
+        title, text, kind = f"{label} finished", f"Your {label.lower()} job is ready to download.", "job_done"
+    else:
+        title, text, kind = f"{label} failed", message or "The job failed.", "job_failed"
+    return dict(
+        id=uuid.uuid4(),
+        user_id=row.user_id,
+        job_id=row.id,
+        kind=kind,
+        title=title,
+        message=text,
+        read=False,
+        created_at=now,
+        event_key=event_key,
+    )
+
+
+def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def count_rows(engine: sa.Engine, table: sa.Table, statuses: Iterable[str] | None = None) -> int:
+    """Row count, optionally restricted to ``jobs.status`` values (tests and benchmarks)."""
+    stmt = sa.select(sa.func.count()).select_from(table)
+    if statuses is not None:
+        stmt = stmt.where(table.c.status.in_(list(statuses)))
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())

@@ -1,0 +1,83 @@
+"""The Dagster code location: assets, jobs, sensors and resources for this environment.
+
+The environment is read once, in :class:`~nolly_pipeline.config.Settings`; secrets are
+passed as ``EnvVar`` so Dagster resolves them at run time and never shows their values.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from nolly_pipeline.config import Settings
+from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
+from nolly_pipeline.orchestration.io_manager import MediaIOManager
+from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, build_reconciler_sensor
+from nolly_pipeline.orchestration.resources import (
+    JobStoreResource,
+    ObjectStorageResource,
+    PredictorsResource,
+    ScratchResource,
+)
+from nolly_pipeline.orchestration.sensors import build_dispatch_sensor
+
+RECONCILER_INTERVAL_SECONDS = 30
+
+
+def _secret(name: str) -> EnvVar | None:
+    """An ``EnvVar`` for a secret that is set, else None (the client's own default applies)."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    database_url: str | EnvVar = (
+        EnvVar("NOLLY_DATABASE_URL") if os.environ.get("NOLLY_DATABASE_URL") else settings.database_url
+    )
+    storage = ObjectStorageResource(
+        kind=settings.storage,
+        local_dir=str(settings.local_storage_dir),
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.aws_region,
+        access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        public_base_url=settings.public_base_url,
+    )
+    scratch = ScratchResource(root=str(settings.work_dir))
+    return {
+        "job_store": JobStoreResource(database_url=database_url),
+        "storage": storage,
+        "scratch": scratch,
+        "predictors": PredictorsResource(
+            backends=dict(settings.backends),
+            replicate_models={k: list(v) for k, v in settings.replicate_models.items()},
+            replicate_api_token=_secret("REPLICATE_API_TOKEN"),
+            replicate_base_url=settings.replicate_base_url,
+            replicate_timeout_seconds=settings.replicate_timeout_seconds,
+            replicate_poll_seconds=settings.replicate_poll_seconds,
+            models_dir=str(settings.models_dir),
+        ),
+        # Intermediate media between ops, and the asset value (output_data JSON).
+        "io_manager": MediaIOManager(
+            storage=storage,
+            scratch=scratch,
+            bucket=settings.intermediate_bucket,
+            prefix=settings.intermediate_prefix,
+        ),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings.from_env()
+    return Definitions(
+        assets=[d.asset for d in JOB_TYPE_DEFS.values()],
+        jobs=[d.job for d in JOB_TYPE_DEFS.values()],
+        sensors=[
+            build_dispatch_sensor(settings.sensor_interval_seconds, settings.sensor_batch_size),
+            build_reconciler_sensor(RECONCILER_INTERVAL_SECONDS, ReconcilerPolicy()),
+        ],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

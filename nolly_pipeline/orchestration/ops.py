@@ -1,0 +1,206 @@
+"""The three ops every job type runs: download -> predict -> publish.
+
+Each op first takes (or re-confirms) ownership of the job row for its run, so a stale run
+stops before doing work, and the first op to run marks the row ``running``. Errors become
+Dagster outcomes by type: :class:`TransientError` is retried by the op's ``RetryPolicy``
+(exponential backoff with jitter); any other :class:`NollyError` becomes a ``Failure`` that
+is not retried and whose description is the readable message the failure hook writes back.
+"""
+
+
+import mimetypes
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext, RetryPolicy, op
+
+from nolly_pipeline.config import OUTPUT_BUCKET
+from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.errors import NollyError, StaleRunError, TransientError
+from nolly_pipeline.orchestration.resources import (
+    JobStoreResource,
+    ObjectStorageResource,
+    PredictorsResource,
+    ScratchResource,
+)
+from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, PARENT_RUN_TAG
+from nolly_pipeline.predictors.base import PredictionRequest
+from nolly_pipeline.storage.bundle import MediaBundle
+from nolly_pipeline.storage.objects import S3ObjectStore
+from nolly_pipeline.storage.urls import ObjectRef, resolve_input_url
+from nolly_pipeline.validation import validate_row
+
+TRANSIENT_RETRY = RetryPolicy(max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+HEARTBEAT_SECONDS = 10.0
+# Lifetime of a presigned input URL handed to a remote backend.
+SOURCE_URL_SECONDS = 3600
+
+
+def run_identity(context: OpExecutionContext) -> RunIdentity:
+    tags = context.run.tags
+    raw = tags.get(ATTEMPT_TAG, "")
+    return RunIdentity(
+        run_id=context.run_id,
+        attempt=int(raw) if raw.isdigit() else None,
+        reexecution=PARENT_RUN_TAG in tags,
+    )
+
+
+@contextmanager
+def job_errors() -> Iterator[None]:
+    """Translate our error types into Dagster's retry/failure semantics."""
+    try:
+        yield
+    except TransientError:
+        raise  # RetryPolicy retries it; after the last retry the failure hook reports it
+    except NollyError as exc:
+        raise Failure(description=exc.message, allow_retries=False) from None
+
+
+def own_row(context: OpExecutionContext, job_store: JobStoreResource) -> tuple[JobStore, JobRow]:
+    store = job_store.store()
+    return store, store.start_run(context.partition_key, run_identity(context))
+
+
+class Heartbeat:
+    """Progress callback that touches the row at most every ``HEARTBEAT_SECONDS``.
+
+    If the row no longer belongs to this run (a newer attempt, a cancellation), the next
+    beat raises :class:`StaleRunError`, which stops the processing loop that called it.
+    """
+
+    def __init__(self, store: JobStore, row: JobRow, run_id: str, context: OpExecutionContext) -> None:
+        self.store, self.row, self.run_id, self.context = store, row, run_id, context
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < HEARTBEAT_SECONDS:
+            return
+        self.last = now
+        if not self.store.heartbeat(self.row.id, self.run_id):
+            raise StaleRunError(f"job {self.row.id} was taken over while processing")
+        if total:
+            self.context.log.info(f"progress {done}/{total}")
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def download(
+    context: OpExecutionContext,
+    job_store: JobStoreResource,
+    storage: ObjectStorageResource,
+    predictors: PredictorsResource,
+    scratch: ScratchResource,
+) -> MediaBundle:
+    """Fetch the job's input from storage into the run's scratch space."""
+    with job_errors():
+        _, row = own_row(context, job_store)
+        spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type))
+        dest = scratch.run_dir(context.run_id) / "source" / spec.source.filename
+        size = storage.store().download(spec.source.bucket, spec.source.key, dest)
+        context.add_output_metadata({"source": f"{spec.source.bucket}/{spec.source.key}", "bytes": size})
+        return MediaBundle.single(
+            dest,
+            "source",
+            mimetypes.guess_type(dest.name)[0] or "application/octet-stream",
+            source_bucket=spec.source.bucket,
+            source_key=spec.source.key,
+        )
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def predict(
+    context: OpExecutionContext,
+    source: MediaBundle,
+    job_store: JobStoreResource,
+    storage: ObjectStorageResource,
+    predictors: PredictorsResource,
+    scratch: ScratchResource,
+) -> MediaBundle:
+    """Run the type's backend (local processing or Replicate) on the downloaded input."""
+    with job_errors():
+        store, row = own_row(context, job_store)
+        predictor = predictors.predictor(row.type)
+        spec = validate_row(row, storage.public_base_url, predictor)
+        work = scratch.run_dir(context.run_id) / f"predict-{context.retry_number}"
+        objects = storage.store()
+
+        def fetch_asset(url: str) -> Path:
+            ref = resolve_input_url(url, storage.public_base_url, row.user_id)
+            dest = work / "assets" / ref.filename
+            objects.download(ref.bucket, ref.key, dest)
+            return dest
+
+        result = predictor.predict(
+            PredictionRequest(
+                job_id=row.id,
+                job_type=row.type,
+                source=source.primary.path,
+                source_url=_remote_source_url(storage, spec.source),
+                settings=spec.settings,
+                work_dir=work / "out",
+                progress=Heartbeat(store, row, context.run_id, context),
+                fetch_asset=fetch_asset,
+            )
+        )
+        context.add_output_metadata({"backend": predictor.backend, "files": len(result.files)})
+        return MediaBundle(files=tuple(result.files), metadata={"backend": predictor.backend, **result.metadata})
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def publish(
+    context: OpExecutionContext,
+    result: MediaBundle,
+    job_store: JobStoreResource,
+    storage: ObjectStorageResource,
+) -> dict[str, Any]:
+    """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
+
+    The key comes from the row, never from the job's input, so a user cannot choose where
+    an output lands. The success hook writes the returned ``output_data`` to the row.
+    """
+    with job_errors():
+        _, row = own_row(context, job_store)
+        objects = storage.store()
+        files = []
+        for index, f in enumerate(result.files):
+            key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{_safe_name(f.path.name)}"
+            objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
+            files.append(
+                {
+                    "role": f.role,
+                    "url": storage.url_for(objects, ObjectRef(OUTPUT_BUCKET, key)),
+                    "storage_path": key,
+                    "content_type": f.content_type,
+                    "bytes": f.path.stat().st_size,
+                }
+            )
+        output_data = {
+            "output_url": files[0]["url"],
+            "storage_path": files[0]["storage_path"],
+            "bucket": OUTPUT_BUCKET,
+            "files": files,
+            "metadata": result.metadata,
+        }
+        context.add_output_metadata(
+            {"output_url": files[0]["url"], "output_data": MetadataValue.json(output_data)}
+        )
+        return output_data
+
+
+def _remote_source_url(storage: ObjectStorageResource, ref: ObjectRef) -> str | None:
+    """A URL a remote backend can fetch the input from, so it need not be re-uploaded."""
+    if storage.public_base_url:
+        return storage.url_for(storage.store(), ref)
+    objects = storage.store()
+    if isinstance(objects, S3ObjectStore):
+        return objects.presigned_url(ref.bucket, ref.key, SOURCE_URL_SECONDS)
+    return None
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "output"
+    return cleaned[:120]

@@ -1,0 +1,92 @@
+"""Dagster resources: thin, configurable wrappers that hand out the plain objects.
+
+Secrets (database URL with a password, AWS keys, the Replicate token) reach these through
+``EnvVar`` so they never appear in run config, tags or the UI; see ``definitions.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from dagster import ConfigurableResource
+
+from nolly_pipeline.db.engine import get_engine
+from nolly_pipeline.db.jobs import JobStore
+from nolly_pipeline.predictors.base import Predictor
+from nolly_pipeline.predictors.registry import PredictorConfig, build_predictor
+from nolly_pipeline.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
+from nolly_pipeline.storage.urls import ObjectRef, public_url
+
+
+class ScratchResource(ConfigurableResource):
+    """Local scratch space for the files a run works on; removed when the run ends."""
+
+    root: str
+
+    def run_dir(self, run_id: str) -> Path:
+        path = Path(self.root) / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remove_run_dir(self, run_id: str) -> None:
+        shutil.rmtree(Path(self.root) / run_id, ignore_errors=True)
+
+
+class JobStoreResource(ConfigurableResource):
+    """The ``jobs`` and ``notifications`` tables."""
+
+    database_url: str
+
+    def store(self) -> JobStore:
+        return JobStore(get_engine(self.database_url))
+
+
+class ObjectStorageResource(ConfigurableResource):
+    """Buckets on local disk (``kind="local"``) or an S3-protocol server (``kind="s3"``)."""
+
+    kind: str = "local"
+    local_dir: str = ""
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    access_key_id: Optional[str] = None
+    secret_access_key: Optional[str] = None
+    public_base_url: Optional[str] = None
+
+    def store(self) -> ObjectStore:
+        if self.kind == "s3":
+            return S3ObjectStore.connect(
+                self.endpoint_url, self.region, self.access_key_id, self.secret_access_key
+            )
+        return LocalObjectStore(Path(self.local_dir))
+
+    def url_for(self, store: ObjectStore, ref: ObjectRef) -> str:
+        """The URL the frontend gets for an output object."""
+        if self.public_base_url:
+            return public_url(self.public_base_url, ref)
+        return store.native_url(ref.bucket, ref.key)
+
+
+class PredictorsResource(ConfigurableResource):
+    """Chooses and builds the processing backend for each job type."""
+
+    backends: dict[str, str]
+    replicate_models: dict[str, list[Optional[str]]]
+    replicate_api_token: Optional[str] = None
+    replicate_base_url: Optional[str] = None
+    replicate_timeout_seconds: float = 1800.0
+    replicate_poll_seconds: float = 2.0
+    models_dir: str = ""
+
+    def predictor(self, job_type: str) -> Predictor:
+        config = PredictorConfig(
+            backends=self.backends,
+            replicate_models={k: (v[0], v[1]) for k, v in self.replicate_models.items()},
+            replicate_api_token=self.replicate_api_token,
+            replicate_base_url=self.replicate_base_url,
+            replicate_timeout_seconds=self.replicate_timeout_seconds,
+            replicate_poll_seconds=self.replicate_poll_seconds,
+            models_dir=Path(self.models_dir),
+        )
+        return build_predictor(job_type, config)

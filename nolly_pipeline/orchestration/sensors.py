@@ -1,0 +1,112 @@
+"""The dispatch sensor: pending rows in ``jobs`` become one run each.
+
+A tick claims new rows in one statement (a claim column, not a cursor over run keys), so
+its cost grows with the number of new rows, not with the backlog of dispatched ones. Every
+claimed row is validated on its own: a malformed row is failed with a readable message and
+a notification, and the tick goes on with the others. ``run_key`` is ``{job_id}:{attempt}``,
+so a retried job (status set back to ``pending``) runs again while a repeated request for
+the same attempt is dropped by Dagster.
+"""
+
+
+from collections import defaultdict
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from nolly_pipeline.db.jobs import JobRow, JobStore
+from nolly_pipeline.errors import NollyError
+from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
+from nolly_pipeline.orchestration.resources import JobStoreResource, ObjectStorageResource, PredictorsResource
+from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG, JOB_TYPE_TAG, USER_ID_TAG
+from nolly_pipeline.predictors.base import Predictor
+from nolly_pipeline.validation import validate_row
+
+
+def run_key(row: JobRow) -> str:
+    return f"{row.id}:{row.attempt}"
+
+
+def run_request_for(row: JobRow) -> RunRequest:
+    defs = JOB_TYPE_DEFS[row.type]
+    return RunRequest(
+        run_key=run_key(row),
+        job_name=defs.job.name,
+        partition_key=str(row.id),
+        tags={
+            JOB_ID_TAG: str(row.id),
+            JOB_TYPE_TAG: row.type,
+            USER_ID_TAG: str(row.user_id),
+            ATTEMPT_TAG: str(row.attempt),
+        },
+    )
+
+
+def dispatch(
+    store: JobStore,
+    public_base_url: str | None,
+    predictors: PredictorsResource,
+    batch_size: int,
+    log: "object",
+) -> tuple[list[RunRequest], dict[str, list[str]], int]:
+    """Claim new rows; return run requests, new partition keys per type and rejected count."""
+    requests: list[RunRequest] = []
+    partitions: dict[str, list[str]] = defaultdict(list)
+    rejected = 0
+    cache: dict[str, Predictor] = {}
+    for row in store.claim_dispatchable(batch_size):
+        try:
+            predictor = cache.get(row.type) or cache.setdefault(row.type, predictors.predictor(row.type))
+            validate_row(row, public_base_url, predictor)
+            request = run_request_for(row)
+        except NollyError as exc:
+            message = exc.message
+        except Exception as exc:  # noqa: BLE001 - one bad row must never fail the tick
+            log.exception(f"unexpected error validating job {row.id}")  # type: ignore[attr-defined]
+            message = f"internal error while validating the job ({type(exc).__name__})"
+        else:
+            requests.append(request)
+            partitions[row.type].append(str(row.id))
+            continue
+        if store.reject_dispatch(row, message):
+            rejected += 1
+            log.info(f"job {row.id} rejected: {message}")  # type: ignore[attr-defined]
+    return requests, partitions, rejected
+
+
+def build_dispatch_sensor(interval_seconds: int, batch_size: int) -> SensorDefinition:
+    @sensor(
+        name="pending_jobs_sensor",
+        jobs=[d.job for d in JOB_TYPE_DEFS.values()],
+        minimum_interval_seconds=interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Claims pending rows in `jobs` and launches one run per job attempt.",
+    )
+    def pending_jobs_sensor(
+        context: SensorEvaluationContext,
+        job_store: JobStoreResource,
+        storage: ObjectStorageResource,
+        predictors: PredictorsResource,
+    ) -> SensorResult | SkipReason:
+        requests, partitions, rejected = dispatch(
+            job_store.store(), storage.public_base_url, predictors, batch_size, context.log
+        )
+        if not requests and not rejected:
+            return SkipReason("no new pending jobs")
+        context.log.info(f"dispatching {len(requests)} job(s), rejected {rejected}")
+        return SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[
+                JOB_TYPE_DEFS[job_type].partitions.build_add_request(keys)
+                for job_type, keys in partitions.items()
+            ],
+        )
+
+    return pending_jobs_sensor

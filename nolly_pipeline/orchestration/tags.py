@@ -1,0 +1,9 @@
+"""Run tags the pipeline sets or reads. Tag values are visible in the UI: never put secrets here."""
+
+JOB_ID_TAG = "nolly/job_id"
+JOB_TYPE_TAG = "nolly/job_type"
+USER_ID_TAG = "nolly/user_id"
+ATTEMPT_TAG = "nolly/attempt"
+# Set by Dagster on re-executions and on partitioned runs.
+PARENT_RUN_TAG = "dagster/parent_run_id"
+PARTITION_TAG = "dagster/partition"

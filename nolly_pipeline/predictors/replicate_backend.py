@@ -1,0 +1,211 @@
+"""Run a job on Replicate through the official ``replicate`` client.
+
+Why not ``replicate.run``: in 1.0.7 ``run(wait=True)`` can return ``None`` early on long
+predictions, ``Prediction.wait()`` has no timeout, a prediction whose status is ``aborted``
+fails pydantic validation, output URLs expire after an hour and POSTs are never retried.
+So: create the prediction, poll it ourselves (raw JSON, so any status parses) until a
+deadline, cancel it remotely on timeout, and download every output file at once.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import posixpath
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+import replicate
+from replicate.exceptions import ReplicateError
+
+from nolly_pipeline.errors import InputError, PermanentError, TransientError
+from nolly_pipeline.predictors.base import PredictionRequest
+from nolly_pipeline.processing.base import OutputFile, ProcessingResult
+
+TERMINAL_FAILURES = ("failed", "canceled", "aborted")
+
+
+@dataclass(frozen=True)
+class ReplicateModel:
+    """Which model serves a job type and how job fields map onto its inputs."""
+
+    # "owner/name" (an official model, latest version) or "owner/name:<version id>".
+    ref: str
+    # The model input that receives the media file.
+    file_input: str
+    # Fixed model inputs (e.g. ``{"output_type": "alpha-mask"}``).
+    static_input: Mapping[str, Any] = field(default_factory=dict)
+    # job setting name -> model input name; settings not listed are not sent.
+    settings_map: Mapping[str, str] = field(default_factory=dict)
+
+    def build_input(self, file_value: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        payload = dict(self.static_input)
+        for setting, model_field in self.settings_map.items():
+            if setting in settings and settings[setting] is not None:
+                payload[model_field] = settings[setting]
+        payload[self.file_input] = file_value
+        return payload
+
+    @classmethod
+    def from_env(cls, ref: str, mapping_json: str | None, default: "ReplicateModel | None") -> "ReplicateModel":
+        """Model from ``NOLLY_REPLICATE_MODEL_<TYPE>`` and ``NOLLY_REPLICATE_INPUT_<TYPE>`` (JSON)."""
+        mapping = json.loads(mapping_json) if mapping_json else {}
+        base = default if default and default.ref.split(":")[0] == ref.split(":")[0] else None
+        file_input = mapping.get("file_input") or (base.file_input if base else None)
+        if not file_input:
+            raise ValueError(f"model {ref}: set file_input in its NOLLY_REPLICATE_INPUT_* JSON")
+        return cls(
+            ref=ref,
+            file_input=file_input,
+            static_input=mapping.get("static", base.static_input if base else {}),
+            settings_map=mapping.get("settings_map", base.settings_map if base else {}),
+        )
+
+
+@dataclass
+class ReplicatePredictor:
+    """One job type's predictor backed by a Replicate model."""
+
+    client: replicate.Client
+    model: ReplicateModel
+    timeout_seconds: float = 1800.0
+    poll_seconds: float = 2.0
+    backend: str = "replicate"
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    def validate(self, settings: Mapping[str, Any]) -> None:
+        """Remote models validate their own inputs; nothing to check locally."""
+
+    def predict(self, request: PredictionRequest) -> ProcessingResult:
+        with ExitStack() as stack:
+            if request.source_url:
+                file_value: Any = request.source_url
+            else:
+                # The client uploads an open file through Replicate's files API.
+                file_value = stack.enter_context(open(request.source, "rb"))
+            prediction = self._create(self.model.build_input(file_value, request.settings))
+        prediction_id = prediction["id"]
+        final = self._wait(prediction_id, request)
+        files = list(self._download_outputs(final.get("output"), request.work_dir))
+        if not files:
+            raise PermanentError(f"Replicate prediction {prediction_id} succeeded but returned no file")
+        return ProcessingResult(
+            files=files,
+            metadata={"replicate_prediction_id": prediction_id, "replicate_model": self.model.ref},
+        )
+
+    # --- remote calls ---------------------------------------------------------------------
+    def _create(self, model_input: dict[str, Any]) -> dict[str, Any]:
+        owner_name, _, version = self.model.ref.partition(":")
+        try:
+            if version:
+                created = self.client.predictions.create(version=version, input=model_input)
+            else:
+                created = self.client.predictions.create(model=owner_name, input=model_input)
+        except Exception as exc:  # noqa: BLE001 - mapped to our error types below
+            raise _map_error(exc, "creating the prediction") from None
+        return {"id": created.id, "status": created.status}
+
+    def _get(self, prediction_id: str) -> dict[str, Any]:
+        # Raw JSON on purpose: the client's Prediction model rejects status "aborted".
+        try:
+            return self.client._request("GET", f"/v1/predictions/{prediction_id}").json()
+        except Exception as exc:  # noqa: BLE001
+            raise _map_error(exc, "polling the prediction") from None
+
+    def _cancel(self, prediction_id: str) -> None:
+        try:
+            self.client._request("POST", f"/v1/predictions/{prediction_id}/cancel")
+        except Exception:  # noqa: BLE001 - best effort; the timeout is what we report
+            pass
+
+    def _wait(self, prediction_id: str, request: PredictionRequest) -> dict[str, Any]:
+        deadline = self.clock() + self.timeout_seconds
+        polls = 0
+        while True:
+            data = self._get(prediction_id)
+            status = data.get("status")
+            if status == "succeeded":
+                return data
+            if status in TERMINAL_FAILURES:
+                detail = _short(data.get("error")) or "no error message"
+                raise PermanentError(f"Replicate prediction {status}: {detail}")
+            if self.clock() >= deadline:
+                self._cancel(prediction_id)
+                raise PermanentError(
+                    f"Replicate prediction timed out after {self.timeout_seconds:.0f} s and was canceled"
+                )
+            polls += 1
+            request.progress(polls, 0)  # heartbeat: total unknown for remote work
+            self.sleep(self.poll_seconds)
+
+    def _download_outputs(self, output: Any, work_dir: Path) -> Iterator[OutputFile]:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        for index, (role, url) in enumerate(_output_urls(output)):
+            name = posixpath.basename(urlsplit(url).path) or f"output-{index}"
+            dest = work_dir / f"{index:02d}-{name}"
+            content_type = _download(url, dest)
+            yield OutputFile(path=dest, role=role, content_type=content_type)
+
+
+def _output_urls(output: Any) -> Iterator[tuple[str, str]]:
+    """(role, url) pairs from a model's output: a URL, a list of URLs or a dict of URLs."""
+    if isinstance(output, str):
+        if output.startswith(("http://", "https://")):
+            yield "output", output
+    elif isinstance(output, list):
+        for i, item in enumerate(output):
+            if isinstance(item, str) and item.startswith(("http://", "https://")):
+                yield ("output" if i == 0 else f"output_{i}"), item
+    elif isinstance(output, dict):
+        for key, item in output.items():
+            if isinstance(item, str) and item.startswith(("http://", "https://")):
+                yield str(key), item
+
+
+def _download(url: str, dest: Path) -> str:
+    """Stream one output file to disk. No credentials are sent: delivery URLs are public."""
+    try:
+        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as resp:
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise TransientError(f"downloading the Replicate output failed with HTTP {resp.status_code}")
+            if resp.status_code >= 400:
+                raise PermanentError(f"downloading the Replicate output failed with HTTP {resp.status_code}")
+            with open(dest, "wb") as fh:
+                for chunk in resp.iter_bytes(1 << 20):
+                    fh.write(chunk)
+            header = resp.headers.get("content-type", "").split(";")[0].strip()
+    except httpx.TransportError as exc:
+        raise TransientError(f"downloading the Replicate output failed: {type(exc).__name__}") from None
+    guessed = mimetypes.guess_type(dest.name)[0]
+    return guessed or header or "application/octet-stream"
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    value = str(text or "").strip().replace("\n", " ")
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _map_error(exc: Exception, doing: str) -> Exception:
+    """Replicate/HTTP failures as our types: 429, 5xx and network errors are transient."""
+    if isinstance(exc, ReplicateError):
+        status = exc.status or 0
+        detail = _short(exc.detail or exc.title or "")
+        if status == 429 or status >= 500:
+            return TransientError(f"Replicate returned HTTP {status} while {doing}")
+        if status in (401, 403):
+            return PermanentError(f"Replicate refused the API token while {doing} (HTTP {status})")
+        if status == 422:
+            return InputError(f"Replicate rejected the input while {doing}: {detail}")
+        return PermanentError(f"Replicate returned HTTP {status} while {doing}: {detail}")
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(f"could not reach Replicate while {doing}: {type(exc).__name__}")
+    if isinstance(exc, (TransientError, PermanentError)):
+        return exc
+    return PermanentError(f"unexpected error from Replicate while {doing}: {type(exc).__name__}")

@@ -1,0 +1,453 @@
+"""Local roto: a soft person matte for every frame, delivered as video with alpha.
+
+The matte comes from MediaPipe's selfie-segmentation TFLite models (see
+:mod:`nolly_pipeline.processing.models`) run through OpenCV's DNN module, which needs neither
+mediapipe nor TensorFlow. The model works at 256x256 (or 256x144 for wide frames), so the
+matte is computed small, smoothed over time, and upsampled (optionally edge-refined against
+the full-resolution picture with a guided filter).
+
+Outputs for a video, first one primary:
+
+- ``<stem>_roto.webm`` — VP9 with alpha (``yuva420p``), plays with transparency in browsers.
+  Audio is copied when it is Opus or Vorbis, otherwise re-encoded to Opus (all WebM allows).
+- ``<stem>_matte.mp4`` — the matte as grey H.264, for editors whose tools ignore alpha.
+- ``<stem>_roto.mov`` — ProRes 4444 with alpha, only when ``format == "prores"``.
+
+MP4 and MOV copy the audio track when the container can hold its codec, else re-encode it
+to AAC. Timestamps are passed through, so frame count, frame rate and duration match the
+source. A still image gives ``<stem>_cutout.png`` (RGBA) and ``<stem>_matte.png``.
+
+Speed: frames are streamed, never collected, and each output file is encoded on its own
+thread (PyAV releases the GIL inside FFmpeg), so VP9 encoding, the matte encoder and the
+next frame's decode and inference share the CPU instead of taking turns.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import av.stream
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from nolly_pipeline.errors import InputError, PermanentError
+from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
+from nolly_pipeline.processing.media import (
+    MediaInfo,
+    ProgressTicker,
+    copy_stream,
+    open_input,
+    probe,
+    remux_packet,
+)
+
+# Frames wider than this use the landscape model: 4:3 is equally far (in log scale) from
+# the square model's 1:1 and the landscape model's 16:9.
+_LANDSCAPE_MIN_ASPECT = 4 / 3
+# Per-pixel picture change (0..1, mean over RGB at model resolution) below which a pixel
+# counts as unchanged; above sensor grain and compression noise, below real motion.
+_STILL_PICTURE_DELTA = 0.06
+# Guided filter: computed at 1/4 resolution (the "fast guided filter"); radius in those pixels.
+_REFINE_SCALE = 4
+_REFINE_RADIUS = 4
+_REFINE_EPS = 1e-3
+# Bounded queues keep memory flat: at most this many frames wait per output.
+_QUEUE_FRAMES = 8
+
+
+class RotoSettings(BaseModel):
+    """Editor-facing settings for a roto job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "prores" adds a ProRes 4444 .mov with alpha for finishing; WebM is always produced.
+    format: Literal["webm", "prores"] = "webm"
+    # 0 = raw per-frame matte; 1 = the matte never changes where the picture does not.
+    # Smoothing only acts where the picture is still, so moving people are tracked at once.
+    smoothing: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Snap the upsampled matte to picture edges (hair, shoulders); costs a few ms per frame.
+    refine_edges: bool = False
+
+
+def roto(
+    src: Path,
+    out_dir: Path,
+    settings: RotoSettings,
+    *,
+    model_path: Path,
+    landscape_model_path: Path | None = None,
+    progress: ProgressFn = no_progress,
+) -> ProcessingResult:
+    """Matte the people in ``src`` (video or still image) and write the outputs to ``out_dir``.
+
+    ``model_path`` is the square selfie model; ``landscape_model_path``, when given, is used
+    instead for frames wider than 4:3 (it sees them undistorted).
+    Raises :class:`InputError` for audio-only or undecodable input.
+    """
+    info = probe(src)
+    if info.kind == "audio":
+        raise InputError("roto needs a video or image, got audio")
+    assert info.width and info.height  # probe fills them for video and images
+    wide = landscape_model_path is not None and info.width / info.height > _LANDSCAPE_MIN_ASPECT
+    matter = _Matter(
+        landscape_model_path if wide and landscape_model_path else model_path,
+        landscape=wide,
+        smoothing=settings.smoothing,
+        refine_edges=settings.refine_edges,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if info.kind == "image":
+        return _roto_image(src, out_dir, matter, progress)
+    return _roto_video(src, out_dir, info, settings, matter, progress)
+
+
+class _Matter:
+    """Turns frames into full-resolution 8-bit mattes, remembering the previous frame."""
+
+    def __init__(
+        self, model_path: Path, *, landscape: bool, smoothing: float, refine_edges: bool
+    ) -> None:
+        try:
+            self._net = cv2.dnn.readNetFromTFLite(str(model_path))
+        except cv2.error:
+            raise PermanentError(f"roto model {model_path.name} could not be loaded") from None
+        self.model_name = model_path.name
+        self.input_size = (256, 144) if landscape else (256, 256)  # (width, height)
+        self._smoothing = smoothing
+        self._refine = refine_edges
+        self._prev_rgb: np.ndarray | None = None
+        self._prev_matte: np.ndarray | None = None
+
+    def infer(self, rgb_small: np.ndarray) -> np.ndarray:
+        """Person probability (float32, 0..1) at model resolution for an RGB uint8 image."""
+        self._net.setInput(cv2.dnn.blobFromImage(rgb_small, scalefactor=1 / 255.0))
+        return self._net.forward()[0, 0]
+
+    def smooth(self, rgb_small: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Blend ``raw`` with the previous matte where the picture has not changed.
+
+        A still shot's matte otherwise shimmers, because grain and compression noise nudge
+        the model; weighting by the *picture* change (not the matte change) keeps real
+        motion sharp: a pixel whose content moved takes the new matte value outright.
+        """
+        rgb = rgb_small.astype(np.float32) * (1 / 255.0)
+        if self._prev_matte is None or self._smoothing == 0.0:
+            matte = raw
+        else:
+            delta = cv2.blur(np.abs(rgb - self._prev_rgb).mean(axis=2), (3, 3))
+            keep = self._smoothing * np.exp(-np.square(delta / _STILL_PICTURE_DELTA))
+            matte = raw + keep * (self._prev_matte - raw)
+        self._prev_rgb, self._prev_matte = rgb, matte
+        return matte
+
+    def upsample(self, matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
+        """Full-resolution uint8 matte; ``luma`` (uint8, full size) guides edge refinement."""
+        height, width = luma.shape
+        if not self._refine:
+            small = np.clip(matte * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+        return _guided_upsample(matte, luma)
+
+
+def _guided_upsample(matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """Fast guided filter (He & Sun 2015): fit matte = a*luma + b locally at low resolution,
+    upsample a and b, apply at full resolution, so matte edges follow picture edges."""
+    height, width = luma.shape
+    work = (max(width // _REFINE_SCALE, 1), max(height // _REFINE_SCALE, 1))
+    guide = cv2.resize(luma, work, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    p = cv2.resize(matte, work, interpolation=cv2.INTER_LINEAR)
+    box = (2 * _REFINE_RADIUS + 1,) * 2
+    mean_i = cv2.blur(guide, box)
+    mean_p = cv2.blur(p, box)
+    cov_ip = cv2.blur(guide * p, box) - mean_i * mean_p
+    var_i = cv2.blur(guide * guide, box) - mean_i * mean_i
+    a = cov_ip / (var_i + _REFINE_EPS)
+    b = mean_p - a * mean_i
+    # Scale to 0..255 before upsampling so the full-resolution step is one multiply-add.
+    a = cv2.resize(cv2.blur(a, box), (width, height), interpolation=cv2.INTER_LINEAR)
+    b = cv2.resize(cv2.blur(b, box) * 255.0, (width, height), interpolation=cv2.INTER_LINEAR)
+    refined = cv2.multiply(luma, a, dtype=cv2.CV_32F)
+    return cv2.add(refined, b).clip(0, 255).astype(np.uint8)
+
+
+def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn) -> ProcessingResult:
+    # OpenCV, not FFmpeg, decodes stills: it applies the EXIF orientation phones rely on.
+    bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"could not decode {src.name}: unsupported image")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    small = cv2.resize(rgb, matter.input_size, interpolation=cv2.INTER_AREA)
+    luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    matte = matter.upsample(matter.infer(small), luma)
+    cutout_path = out_dir / f"{src.stem}_cutout.png"
+    matte_path = out_dir / f"{src.stem}_matte.png"
+    if not (
+        cv2.imwrite(str(cutout_path), np.dstack([bgr, matte]))
+        and cv2.imwrite(str(matte_path), matte)
+    ):
+        raise OSError(f"could not write roto outputs to {out_dir}")
+    progress(1, 1)
+    height, width = matte.shape
+    return ProcessingResult(
+        files=[
+            OutputFile(cutout_path, "cutout", "image/png"),
+            OutputFile(matte_path, "matte", "image/png"),
+        ],
+        metadata={"width": width, "height": height, "frame_count": 1, "model": matter.model_name},
+    )
+
+
+@dataclass(frozen=True)
+class _VideoSpec:
+    """How one output encodes video, and what it does with the source audio."""
+
+    path: Path
+    role: str
+    content_type: str
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+    audio_fallback: str  # encoder used when the source audio codec cannot be copied
+    audio_copyable: frozenset[str] | None = None  # None: anything the container accepts
+
+
+def _specs(src: Path, out_dir: Path, settings: RotoSettings) -> list[_VideoSpec]:
+    specs = [
+        _VideoSpec(
+            out_dir / f"{src.stem}_roto.webm", "video", "video/webm",
+            "libvpx-vp9", "yuva420p",
+            # Realtime deadline with row multithreading: about 3x faster than "good" at 1080p,
+            # and constant quality (crf, b=0) keeps the alpha plane's edges clean.
+            {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
+             "crf": "30", "b": "0"},
+            audio_fallback="libopus",
+            audio_copyable=frozenset({"opus", "vorbis"}),
+        ),
+        _VideoSpec(
+            out_dir / f"{src.stem}_matte.mp4", "matte", "video/mp4",
+            "libx264", "yuv420p",
+            {"preset": "veryfast", "crf": "16", "movflags": "+faststart"},
+            audio_fallback="aac",
+        ),
+    ]  # fmt: skip
+    if settings.format == "prores":
+        specs.append(
+            _VideoSpec(
+                out_dir / f"{src.stem}_roto.mov", "prores", "video/quicktime",
+                "prores_ks", "yuva444p10le",
+                {"profile": "4444", "vendor": "apl0"},
+                audio_fallback="aac",
+            )
+        )  # fmt: skip
+    return specs
+
+
+class _Writer:
+    """One output file, encoded and muxed on its own thread.
+
+    Everything that touches the container (video frames, copied audio packets, decoded audio
+    frames) goes through one queue, so the muxer sees them in demux order and no two threads
+    share FFmpeg state.
+    """
+
+    _FINISH = object()
+
+    def __init__(
+        self, spec: _VideoSpec, video_in: av.stream.Stream, audio_in: av.stream.Stream | None
+    ) -> None:
+        self.spec = spec
+        self._container = av.open(str(spec.path), mode="w", options=_muxer_options(spec))
+        rate = video_in.average_rate or video_in.guessed_rate
+        self._video = self._container.add_stream(
+            spec.codec, rate=rate, time_base=video_in.time_base, options=_codec_options(spec)
+        )
+        decoder = video_in.codec_context
+        ctx = self._video.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = decoder.width, decoder.height, spec.pix_fmt
+        ctx.thread_count = 2
+        if decoder.sample_aspect_ratio:  # anamorphic sources keep their pixel shape
+            ctx.sample_aspect_ratio = decoder.sample_aspect_ratio
+        if spec.role != "matte":  # the grey matte is not a picture: leave it untagged
+            ctx.colorspace, ctx.color_range = decoder.colorspace, decoder.color_range
+            ctx.color_primaries, ctx.color_trc = decoder.color_primaries, decoder.color_trc
+        self.copies_audio = False
+        self._audio: av.stream.Stream | None = None
+        if audio_in is not None:
+            self._add_audio(audio_in)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"roto-{spec.role}", daemon=True)
+        self._thread.start()
+
+    def _add_audio(self, audio_in: av.stream.Stream) -> None:
+        codec = audio_in.codec_context.name
+        allowed = self.spec.audio_copyable
+        if codec in self._container.supported_codecs and (allowed is None or codec in allowed):
+            self._audio = copy_stream(self._container, audio_in)
+            self.copies_audio = True
+            return
+        decoder = audio_in.codec_context
+        # Opus only takes 48 kHz (and is what WebM players expect); AAC keeps the source rate.
+        # PyAV resamples decoded frames to the encoder's format, layout and frame size itself.
+        rate = 48000 if self.spec.audio_fallback == "libopus" else decoder.sample_rate
+        self._audio = self._container.add_stream(self.spec.audio_fallback, rate=rate)
+        self._audio.codec_context.layout = decoder.layout.name if decoder.channels <= 2 else "stereo"
+
+    def put(self, item: Any) -> None:
+        """Queue a VideoFrame, an audio Packet (copy) or an AudioFrame (encode)."""
+        if self.error is not None:
+            raise RuntimeError(f"encoding {self.spec.path.name} failed") from self.error
+        self._queue.put(item)
+
+    def finish(self) -> None:
+        """Flush the encoders, close the file and surface any error from the thread."""
+        self._queue.put(self._FINISH)
+        self._thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"encoding {self.spec.path.name} failed") from self.error
+
+    def abort(self) -> None:
+        """Stop without flushing (the job failed elsewhere); the partial file is discarded."""
+        if self._thread.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self._queue.put(self._FINISH)
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not self._FINISH:
+                if self.error is None:  # after a failure keep draining so put() never blocks
+                    self._write(item)
+            if self.error is None:
+                self._container.mux(self._video.encode(None))
+                if self._audio is not None and not self.copies_audio:
+                    self._container.mux(self._audio.encode(None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+            self.error = exc
+            while self._queue.get() is not self._FINISH:
+                pass
+        finally:
+            self._container.close()
+
+    def _write(self, item: Any) -> None:
+        if isinstance(item, av.VideoFrame):
+            self._container.mux(self._video.encode(item))
+        elif isinstance(item, av.Packet):
+            remux_packet(self._container, item, self._audio)
+        else:
+            self._container.mux(self._audio.encode(item))
+
+
+def _codec_options(spec: _VideoSpec) -> dict[str, str]:
+    return {k: v for k, v in spec.options.items() if k != "movflags"}
+
+
+def _muxer_options(spec: _VideoSpec) -> dict[str, str]:
+    return {k: v for k, v in spec.options.items() if k == "movflags"}
+
+
+def _plane(plane: Any) -> np.ndarray:
+    """A writable uint8 view of a video plane without its row padding."""
+    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+def _with_alpha(frame: av.VideoFrame, matte: np.ndarray) -> av.VideoFrame:
+    """A ``yuva420p`` copy of a ``yuv420p`` frame with ``matte`` as its alpha plane.
+
+    Building the planes directly avoids an RGB round trip (and its colour-matrix guesses).
+    """
+    out = av.VideoFrame(frame.width, frame.height, "yuva420p")
+    for index in range(3):
+        _plane(out.planes[index])[:] = _plane(frame.planes[index])
+    _plane(out.planes[3])[:] = matte
+    out.pts, out.time_base = frame.pts, frame.time_base
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    return out
+
+
+def _grey(frame: av.VideoFrame, matte: np.ndarray) -> av.VideoFrame:
+    out = av.VideoFrame.from_ndarray(matte, format="gray")
+    out.pts, out.time_base = frame.pts, frame.time_base
+    return out
+
+
+def _roto_video(
+    src: Path,
+    out_dir: Path,
+    info: MediaInfo,
+    settings: RotoSettings,
+    matter: _Matter,
+    progress: ProgressFn,
+) -> ProcessingResult:
+    ticker = ProgressTicker(progress, info.frame_count or 0)
+    model_w, model_h = matter.input_size
+    started = time.monotonic()
+    writers: list[_Writer] = []
+    with open_input(src) as container:
+        video_in = container.streams.video[0]
+        video_in.thread_type = "AUTO"
+        audio_in = container.streams.audio[0] if container.streams.audio else None
+        try:
+            writers = [_Writer(spec, video_in, audio_in) for spec in _specs(src, out_dir, settings)]
+            encoders = [w for w in writers if not w.copies_audio]
+            copiers = [w for w in writers if w.copies_audio]
+            streams = [s for s in (video_in, audio_in) if s is not None]
+            # demux() ends with an empty packet per stream, whose decode() drains the decoder.
+            for packet in container.demux(*streams):
+                if packet.stream is video_in:
+                    for frame in packet.decode():
+                        _process_frame(frame, matter, model_w, model_h, writers)
+                        ticker.advance()
+                    continue
+                for writer in copiers:
+                    writer.put(packet)
+                if encoders:
+                    for audio_frame in packet.decode():
+                        for writer in encoders:
+                            writer.put(audio_frame)
+            for writer in writers:
+                writer.finish()
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+    ticker.finish()
+    elapsed = time.monotonic() - started
+    rate = video_in.average_rate or video_in.guessed_rate
+    return ProcessingResult(
+        files=[OutputFile(w.spec.path, w.spec.role, w.spec.content_type) for w in writers],
+        metadata={
+            "width": info.width,
+            "height": info.height,
+            "fps": float(rate) if rate else None,
+            "frame_count": ticker.done,
+            "duration": info.duration,
+            "has_audio": audio_in is not None,
+            "model": matter.model_name,
+            "processing_fps": round(ticker.done / elapsed, 2) if elapsed > 0 else None,
+        },
+    )
+
+
+def _process_frame(
+    frame: av.VideoFrame, matter: _Matter, model_w: int, model_h: int, writers: list[_Writer]
+) -> None:
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    small = frame.to_ndarray(
+        width=model_w, height=model_h, format="rgb24", interpolation="AREA"
+    )
+    matte_small = matter.smooth(small, matter.infer(small))
+    matte = matter.upsample(matte_small, _plane(frame.planes[0]))
+    # One alpha frame serves WebM and ProRes: encoders only read it (ProRes via a converted copy).
+    with_alpha = _with_alpha(frame, matte)
+    for writer in writers:
+        writer.put(_grey(frame, matte) if writer.spec.role == "matte" else with_alpha)
