@@ -153,17 +153,21 @@ class JobStore:
         serialises writers anyway.
         """
         dispatchable = sa.and_(jobs.c.status == PENDING, jobs.c.dispatched_at.is_(None))
+        # A MATERIALIZED CTE, not "IN (subquery)": PostgreSQL may re-run a LIMIT subquery
+        # per outer row, which lets one statement claim more than ``limit`` rows.
         picked = (
             sa.select(jobs.c.id)
             .where(dispatchable)
             .order_by(jobs.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
         )
         now = utcnow()
         stmt = (
             sa.update(jobs)
-            .where(jobs.c.id.in_(picked.scalar_subquery()), dispatchable)
+            .where(jobs.c.id.in_(sa.select(picked.c.id)), dispatchable)
             .values(
                 attempt=jobs.c.attempt + 1,
                 dispatched_at=now,

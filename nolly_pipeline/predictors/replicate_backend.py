@@ -28,6 +28,8 @@ from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult
 
 TERMINAL_FAILURES = ("failed", "canceled", "aborted")
+# Consecutive failed polls tolerated before the prediction is given up (and canceled).
+MAX_FAILED_POLLS = 10
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,20 @@ class ReplicatePredictor:
     def _wait(self, prediction_id: str, request: PredictionRequest) -> dict[str, Any]:
         deadline = self.clock() + self.timeout_seconds
         polls = 0
+        failed_polls = 0
         while True:
-            data = self._get(prediction_id)
+            try:
+                data = self._get(prediction_id)
+            except TransientError:
+                # The client retries GETs only on 429/503/504; a 500, 502 or reset on a poll
+                # must not throw away a prediction that is still running remotely.
+                failed_polls += 1
+                if failed_polls >= MAX_FAILED_POLLS or self.clock() >= deadline:
+                    self._cancel(prediction_id)
+                    raise
+                self.sleep(self.poll_seconds)
+                continue
+            failed_polls = 0
             status = data.get("status")
             if status == "succeeded":
                 return data
@@ -139,7 +153,7 @@ class ReplicatePredictor:
             if self.clock() >= deadline:
                 self._cancel(prediction_id)
                 raise PermanentError(
-                    f"Replicate prediction timed out after {self.timeout_seconds:.0f} s and was canceled"
+                    f"Replicate prediction timed out after {self.timeout_seconds:g} s and was canceled"
                 )
             polls += 1
             request.progress(polls, 0)  # heartbeat: total unknown for remote work

@@ -57,7 +57,7 @@ _STILL_PICTURE_DELTA = 0.06
 # Guided filter: computed at 1/4 resolution (the "fast guided filter"); radius in those pixels.
 _REFINE_SCALE = 4
 _REFINE_RADIUS = 4
-_REFINE_EPS = 1e-3
+_REFINE_EPS = 1e-2
 # Bounded queues keep memory flat: at most this many frames wait per output.
 _QUEUE_FRAMES = 8
 
@@ -157,10 +157,16 @@ class _Matter:
 
 
 def _guided_upsample(matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
-    """Fast guided filter (He & Sun 2015): fit matte = a*luma + b locally at low resolution,
-    upsample a and b, apply at full resolution, so matte edges follow picture edges."""
+    """Fast guided filter (He & Sun 2015): fit ``matte = a * luma + b`` in local windows at
+    1/4 resolution, apply the fit to the luma at 1/2 resolution, then upsample.
+
+    The matte's edges then follow picture edges (hair, shoulders) instead of the model's
+    256-pixel grid. Half resolution is where it pays off: applying the fit at full 1080p
+    costs three times as much and gains nothing visible after bilinear upsampling.
+    """
     height, width = luma.shape
     work = (max(width // _REFINE_SCALE, 1), max(height // _REFINE_SCALE, 1))
+    half = (max(width // 2, 1), max(height // 2, 1))
     guide = cv2.resize(luma, work, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     p = cv2.resize(matte, work, interpolation=cv2.INTER_LINEAR)
     box = (2 * _REFINE_RADIUS + 1,) * 2
@@ -170,11 +176,20 @@ def _guided_upsample(matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
     var_i = cv2.blur(guide * guide, box) - mean_i * mean_i
     a = cov_ip / (var_i + _REFINE_EPS)
     b = mean_p - a * mean_i
-    # Scale to 0..255 before upsampling so the full-resolution step is one multiply-add.
-    a = cv2.resize(cv2.blur(a, box), (width, height), interpolation=cv2.INTER_LINEAR)
-    b = cv2.resize(cv2.blur(b, box) * 255.0, (width, height), interpolation=cv2.INTER_LINEAR)
-    refined = cv2.multiply(luma, a, dtype=cv2.CV_32F)
-    return cv2.add(refined, b).clip(0, 255).astype(np.uint8)
+    # Only the band around the model's edge is refined: inside a solid region the local fit
+    # would print the picture's texture (a face, a logo) into the matte.
+    kernel = np.ones((4 * _REFINE_RADIUS + 1,) * 2, np.uint8)
+    unsure = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate((p < 0.98).astype(np.uint8), kernel)
+    weight = cv2.blur(unsure.astype(np.float32), box)
+    a = a * weight
+    b = b * weight + p * (1.0 - weight)
+    # In 0..255 units: q = a * luma + 255 * b, so the guide can stay uint8.
+    a = cv2.resize(cv2.blur(a, box), half, interpolation=cv2.INTER_LINEAR)
+    b = cv2.resize(cv2.blur(b, box) * 255.0, half, interpolation=cv2.INTER_LINEAR)
+    guide_half = cv2.resize(luma, half, interpolation=cv2.INTER_AREA)
+    refined = cv2.add(cv2.multiply(guide_half, a, dtype=cv2.CV_32F), b)
+    refined = np.clip(refined, 0, 255).astype(np.uint8)
+    return cv2.resize(refined, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn) -> ProcessingResult:
@@ -233,7 +248,7 @@ def _specs(src: Path, out_dir: Path, settings: RotoSettings) -> list[_VideoSpec]
         _VideoSpec(
             out_dir / f"{src.stem}_matte.mp4", "matte", "video/mp4",
             "libx264", "yuv420p",
-            {"preset": "veryfast", "crf": "16", "movflags": "+faststart"},
+            {"preset": "ultrafast", "crf": "16", "movflags": "+faststart"},
             audio_fallback="aac",
         ),
     ]  # fmt: skip

@@ -1,0 +1,150 @@
+"""The job store's dispatch, ownership and fencing rules, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from nolly_pipeline.db.jobs import JobStore, RunIdentity
+from nolly_pipeline.db.tables import jobs, notifications
+from nolly_pipeline.errors import StaleRunError
+
+INPUT = {"file_url": "s3://vfx-assets/u/clip.mp4", "settings": {}}
+
+
+def sensor_run(run_id: str, attempt: int) -> RunIdentity:
+    return RunIdentity(run_id=run_id, attempt=attempt, reexecution=False)
+
+
+def test_claim_takes_each_new_row_once_and_bumps_attempt(store: JobStore, user_id: uuid.UUID) -> None:
+    ids = [store.insert_job("roto", INPUT, user_id) for _ in range(5)]
+    first = store.claim_dispatchable(3)
+    second = store.claim_dispatchable(10)
+    assert len(first) == 3 and len(second) == 2
+    assert {r.id for r in first + second} == set(ids)
+    assert {r.attempt for r in first + second} == {1}
+    assert store.claim_dispatchable(10) == []
+
+
+def test_retry_by_frontend_makes_a_new_attempt(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    assert store.finish_failed(job_id, "r1", "model failed")
+    # The frontend's retry button: status back to pending, nothing else.
+    with store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="pending"))
+    (again,) = store.claim_dispatchable(10)
+    assert again.attempt == 2 and again.error_message is None and again.completed_at is None
+
+
+def test_terminal_write_is_fenced_and_notifies_once(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("color-grade", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    assert store.finish_done(job_id, "r1", {"output_url": "u", "storage_path": "p"})
+    assert not store.finish_done(job_id, "r1", {"output_url": "u", "storage_path": "p"})
+    assert not store.finish_failed(job_id, "r1", "late failure")
+    final = store.get(job_id)
+    assert final is not None and final.status == "done" and final.output_data["output_url"] == "u"
+    assert final.completed_at is not None and final.dispatched_at is None
+    notes = store.notifications_for(job_id)
+    assert [(n["kind"], n["user_id"], n["read"]) for n in notes] == [("job_done", user_id, False)]
+
+
+def test_stale_run_cannot_touch_a_newer_attempt(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("old", row.attempt))
+    assert store.finish_failed(job_id, "old", "boom")
+    with store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="pending"))
+    (row2,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("new", row2.attempt))
+    # The zombie of attempt 1 wakes up: it can neither take the row nor write to it.
+    with pytest.raises(StaleRunError):
+        store.start_run(job_id, sensor_run("old", 1))
+    assert not store.finish_done(job_id, "old", {"output_url": "stale"})
+    assert not store.heartbeat(job_id, "old")
+    assert store.heartbeat(job_id, "new")
+    assert store.get(job_id).status == "running"  # type: ignore[union-attr]
+    assert len(store.notifications_for(job_id)) == 1
+
+
+def test_second_sensor_run_for_same_attempt_is_refused(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("a", row.attempt))
+    store.start_run(job_id, sensor_run("a", row.attempt))  # same run: idempotent
+    with pytest.raises(StaleRunError):
+        store.start_run(job_id, sensor_run("b", row.attempt))
+    store.finish_done(job_id, "a", {"output_url": "x"})
+    with pytest.raises(StaleRunError):
+        store.start_run(job_id, sensor_run("b", row.attempt))
+
+
+def test_reexecution_resumes_a_failed_attempt_and_backfill_starts_a_new_one(
+    store: JobStore, user_id: uuid.UUID
+) -> None:
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    store.finish_failed(job_id, "r1", "transient trouble")
+    resumed = store.start_run(job_id, RunIdentity("r1-reexec", row.attempt, reexecution=True))
+    assert resumed.status == "running" and resumed.attempt == 1 and resumed.error_message is None
+    store.finish_done(job_id, "r1-reexec", {"output_url": "x"})
+    backfill = store.start_run(job_id, RunIdentity("bf", None, reexecution=False))
+    assert backfill.attempt == 2 and backfill.dagster_run_id == "bf"
+    with pytest.raises(StaleRunError):  # a second manual launch while this one runs
+        store.start_run(job_id, RunIdentity("bf2", None, reexecution=False))
+    assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_failed", "job_done"]
+
+
+def test_reject_dispatch_fails_row_with_message(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("nope", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    assert store.reject_dispatch(row, "unknown job type 'nope'")
+    assert not store.reject_dispatch(row, "again")
+    final = store.get(job_id)
+    assert final.status == "failed" and final.error_message == "unknown job type 'nope'"  # type: ignore[union-attr]
+    assert len(store.notifications_for(job_id)) == 1
+
+
+def test_release_dispatch_makes_row_claimable_again(store: JobStore, user_id: uuid.UUID) -> None:
+    store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    assert store.release_dispatch(row)
+    (again,) = store.claim_dispatchable(10)
+    assert again.attempt == 2
+
+
+def test_concurrent_claimers_never_share_a_row(pg_store: JobStore, user_id: uuid.UUID) -> None:
+    """Two daemons by mistake: SKIP LOCKED claims give each row to exactly one of them."""
+    for _ in range(200):
+        pg_store.insert_job("roto", INPUT, user_id)
+    results: list[list[uuid.UUID]] = [[], [], [], []]
+
+    def claim(slot: int) -> None:
+        while batch := pg_store.claim_dispatchable(7):
+            results[slot].extend(r.id for r in batch)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [i for r in results for i in r]
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+
+
+def test_notification_unique_per_job_event(store: JobStore, user_id: uuid.UUID) -> None:
+    import sqlalchemy as sa
+
+    job_id = store.insert_job("roto", INPUT, user_id)
+    row = dict(user_id=user_id, job_id=job_id, kind="job_done", title="t", message="m", event_key="run-1")
+    with store.engine.begin() as conn:
+        conn.execute(notifications.insert().values(id=uuid.uuid4(), **row))
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(notifications.insert().values(id=uuid.uuid4(), **row))
