@@ -31,3 +31,10 @@ class TransientError(NollyError):
 
 class StaleRunError(PermanentError):
     """This run no longer owns the job row (a newer attempt or another run took it over)."""
+
+
+def internal_error_message(exc: BaseException | None, step: str) -> str:
+    """What the user sees for an unexpected exception: its type, never its text or traceback
+    (which may hold paths or credentials); the details stay in the run log."""
+    kind = type(exc).__name__ if exc is not None else "unknown error"
+    return f"internal error during {step} ({kind}); details are in the pipeline's run log"

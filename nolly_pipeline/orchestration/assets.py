@@ -49,7 +49,6 @@ def build_job_type_defs(job_type: JobType) -> JobTypeDefs:
     job = define_asset_job(
         name=f"{job_type.ident}_job",
         selection=[_asset],
-        partitions_def=partitions,
         executor_def=in_process_executor,
         hooks={write_done, write_failed},
         tags={"nolly/job_type": job_type.name},

@@ -10,7 +10,7 @@ run is canceled: the reconciler sensor settles those rows.
 
 from dagster import Failure, HookContext, failure_hook, success_hook
 
-from nolly_pipeline.errors import NollyError
+from nolly_pipeline.errors import NollyError, internal_error_message
 from nolly_pipeline.orchestration.tags import PARTITION_TAG
 
 
@@ -20,8 +20,7 @@ def failure_message(exc: BaseException | None, step: str) -> str:
         return exc.description
     if isinstance(exc, NollyError):
         return exc.message
-    kind = type(exc).__name__ if exc is not None else "unknown error"
-    return f"internal error during {step} ({kind}); the team has been alerted in the run log"
+    return internal_error_message(exc, step)
 
 
 def _job_id(context: HookContext) -> str | None:

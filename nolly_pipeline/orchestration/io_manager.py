@@ -57,7 +57,7 @@ class MediaIOManager(ConfigurableIOManager):
         base = self._output_prefix(upstream)
         if upstream.has_asset_key:
             return self._get_json(store, f"{base}.json")
-        local = self.scratch.run_dir(context.run_id) / "inputs" / upstream.step_key / upstream.name
+        local = self.scratch.run_dir(context.step_context.run_id) / "inputs" / upstream.step_key / upstream.name
         local.mkdir(parents=True, exist_ok=True)
         manifest = self._get_json(store, f"{base}/manifest.json")
         for entry in manifest["files"]:

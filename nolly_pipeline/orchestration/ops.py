@@ -19,7 +19,7 @@ from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext,
 
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
-from nolly_pipeline.errors import NollyError, StaleRunError, TransientError
+from nolly_pipeline.errors import NollyError, StaleRunError, TransientError, internal_error_message
 from nolly_pipeline.orchestration.resources import (
     JobStoreResource,
     ObjectStorageResource,
@@ -50,14 +50,20 @@ def run_identity(context: OpExecutionContext) -> RunIdentity:
 
 
 @contextmanager
-def job_errors() -> Iterator[None]:
-    """Translate our error types into Dagster's retry/failure semantics."""
+def job_errors(step: str) -> Iterator[None]:
+    """Translate exceptions into Dagster's retry/failure semantics.
+
+    Only :class:`TransientError` is retried. A bug (any other exception) fails at once
+    with a generic message; its traceback stays in the run log as the ``Failure``'s cause.
+    """
     try:
         yield
     except TransientError:
         raise  # RetryPolicy retries it; after the last retry the failure hook reports it
     except NollyError as exc:
         raise Failure(description=exc.message, allow_retries=False) from None
+    except Exception as exc:
+        raise Failure(description=internal_error_message(exc, step), allow_retries=False) from exc
 
 
 def own_row(context: OpExecutionContext, job_store: JobStoreResource) -> tuple[JobStore, JobRow]:
@@ -96,7 +102,7 @@ def download(
     scratch: ScratchResource,
 ) -> MediaBundle:
     """Fetch the job's input from storage into the run's scratch space."""
-    with job_errors():
+    with job_errors("download"):
         _, row = own_row(context, job_store)
         spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type))
         dest = scratch.run_dir(context.run_id) / "source" / spec.source.filename
@@ -121,7 +127,7 @@ def predict(
     scratch: ScratchResource,
 ) -> MediaBundle:
     """Run the type's backend (local processing or Replicate) on the downloaded input."""
-    with job_errors():
+    with job_errors("predict"):
         store, row = own_row(context, job_store)
         predictor = predictors.predictor(row.type)
         spec = validate_row(row, storage.public_base_url, predictor)
@@ -162,7 +168,7 @@ def publish(
     The key comes from the row, never from the job's input, so a user cannot choose where
     an output lands. The success hook writes the returned ``output_data`` to the row.
     """
-    with job_errors():
+    with job_errors("publish"):
         _, row = own_row(context, job_store)
         objects = storage.store()
         files = []

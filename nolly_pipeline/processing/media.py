@@ -48,11 +48,11 @@ class MediaInfo:
     height: int | None = None
     fps: Fraction | None = None  # average frame rate
     frame_count: int | None = None  # from the container index, or estimated from duration*fps
-    video_codec: str | None = None
+    video_codec: str | None = None  # codec (not decoder) name: "h264", "png", "mjpeg"
     has_audio: bool = False
     sample_rate: int | None = None
     channels: int | None = None
-    audio_codec: str | None = None
+    audio_codec: str | None = None  # "aac", "mp3", "pcm_s16le", ...
 
 
 def decode_error(path: Path, exc: BaseException | str) -> InputError:
@@ -109,7 +109,7 @@ def probe(path: Path) -> MediaInfo:
             "has_audio": True,
             "sample_rate": audio.codec_context.sample_rate,
             "channels": audio.codec_context.channels,
-            "audio_codec": audio.codec_context.name,
+            "audio_codec": audio.codec_context.codec.canonical_name,
         }
     if video is None:
         return MediaInfo(kind="audio", format_name=format_name, duration=duration, **audio_fields)
@@ -124,7 +124,7 @@ def probe(path: Path) -> MediaInfo:
         height=video.codec_context.height,
         fps=fps,
         frame_count=1 if is_image else _frame_count(video, duration, fps),
-        video_codec=video.codec_context.name,
+        video_codec=video.codec_context.codec.canonical_name,
         **audio_fields,
     )
 

