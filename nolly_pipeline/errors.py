@@ -8,6 +8,10 @@ parsing strings.
 
 from __future__ import annotations
 
+import re
+
+_URL_QUERY = re.compile(r"(https?://[^\s?#]+)\?[^\s]*")
+
 
 class NollyError(Exception):
     """An error whose message is safe and useful to show to the user."""
@@ -38,3 +42,8 @@ def internal_error_message(exc: BaseException | None, step: str) -> str:
     (which may hold paths or credentials); the details stay in the run log."""
     kind = type(exc).__name__ if exc is not None else "unknown error"
     return f"internal error during {step} ({kind}); details are in the pipeline's run log"
+
+
+def redact_urls(text: str) -> str:
+    """Drop query strings from URLs in ``text``: presigned URLs carry credentials there."""
+    return _URL_QUERY.sub(r"\1", text)

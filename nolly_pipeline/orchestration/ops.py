@@ -45,7 +45,7 @@ def run_identity(context: OpExecutionContext) -> RunIdentity:
     return RunIdentity(
         run_id=context.run_id,
         attempt=int(raw) if raw.isdigit() else None,
-        reexecution=PARENT_RUN_TAG in tags,
+        reexecution=context.run.parent_run_id is not None or PARENT_RUN_TAG in tags,
     )
 
 
@@ -198,10 +198,16 @@ def publish(
 
 
 def _remote_source_url(storage: ObjectStorageResource, ref: ObjectRef) -> str | None:
-    """A URL a remote backend can fetch the input from, so it need not be re-uploaded."""
-    if storage.public_base_url:
-        return storage.url_for(storage.store(), ref)
+    """A URL a remote backend can fetch the input from, so it need not be re-uploaded.
+
+    None when the original object is gone (a re-execution after the upload was deleted) or
+    storage is local: the backend then uploads the downloaded copy instead.
+    """
     objects = storage.store()
+    if not objects.exists(ref.bucket, ref.key):
+        return None
+    if storage.public_base_url:
+        return storage.url_for(objects, ref)
     if isinstance(objects, S3ObjectStore):
         return objects.presigned_url(ref.bucket, ref.key, SOURCE_URL_SECONDS)
     return None

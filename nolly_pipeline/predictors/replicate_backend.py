@@ -23,7 +23,7 @@ import httpx
 import replicate
 from replicate.exceptions import ReplicateError
 
-from nolly_pipeline.errors import InputError, PermanentError, TransientError
+from nolly_pipeline.errors import InputError, PermanentError, TransientError, redact_urls
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult
 
@@ -202,7 +202,8 @@ def _download(url: str, dest: Path) -> str:
 
 
 def _short(text: Any, limit: int = 300) -> str:
-    value = str(text or "").strip().replace("\n", " ")
+    """Remote text made fit for ``error_message``: one line, bounded, no URL credentials."""
+    value = redact_urls(str(text or "").strip().replace("\n", " "))
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 

@@ -140,3 +140,12 @@ def test_settings_map_and_official_model_path(fake_replicate: FakeReplicate, tmp
     record = fake_replicate.predictions[result.metadata["replicate_prediction_id"]]
     assert record.create_path == "/v1/models/studio/denoise/predictions"
     assert record.input["denoise_strength"] == 0.7 and "other" not in record.input
+
+
+def test_remote_error_text_loses_url_credentials(fake_replicate: FakeReplicate, tmp_path: Path) -> None:
+    error = "could not fetch https://bucket.s3.amazonaws.com/a.mp4?X-Amz-Signature=abc123&X-Amz-Credential=KEY"
+    fake_replicate.set_behavior(VERSION, Behavior(final_status="failed", error=error))
+    with pytest.raises(PermanentError) as info:
+        make_predictor(fake_replicate).predict(make_request(tmp_path))
+    assert "https://bucket.s3.amazonaws.com/a.mp4" in info.value.message
+    assert "abc123" not in info.value.message and "KEY" not in info.value.message

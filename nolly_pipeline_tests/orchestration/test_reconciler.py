@@ -1,0 +1,86 @@
+"""The reconciler repairs rows whose runs ended without writing back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from dagster import DagsterRun, DagsterRunStatus
+
+from nolly_pipeline.db.jobs import RunIdentity
+from nolly_pipeline.db.tables import jobs, notifications
+from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, reconcile
+from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.orchestration.conftest import Pipeline
+from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
+
+LATER = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=1)
+
+
+def add_run(p: Pipeline, status: DagsterRunStatus, job_id: uuid.UUID, attempt: int) -> str:
+    run_id = str(uuid.uuid4())
+    p.instance.add_run(DagsterRun(job_name="roto_job", run_id=run_id, status=status,
+                                  tags={"nolly/job_id": str(job_id), "nolly/attempt": str(attempt)}))
+    return run_id
+
+
+def running_row(p: Pipeline, user: uuid.UUID, run_status: DagsterRunStatus | None) -> uuid.UUID:
+    job_id = insert_row(p, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user)
+    (row,) = p.store.claim_dispatchable(10)
+    run_id = add_run(p, run_status, job_id, row.attempt) if run_status else str(uuid.uuid4())
+    p.store.start_run(job_id, RunIdentity(run_id, row.attempt, False))
+    return job_id
+
+
+def test_running_rows_of_dead_runs_are_failed(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    canceled = running_row(pipeline, user_id, DagsterRunStatus.CANCELED)
+    failed = running_row(pipeline, user_id, DagsterRunStatus.FAILURE)
+    missing = running_row(pipeline, user_id, None)
+    alive = running_row(pipeline, user_id, DagsterRunStatus.STARTED)
+    repairs = reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy())
+    assert repairs.settled_failed == 3
+    assert pipeline.store.get(canceled).error_message == "processing was canceled"
+    assert pipeline.store.get(failed).error_message == "processing stopped unexpectedly; please retry"
+    assert "no longer exists" in pipeline.store.get(missing).error_message
+    assert pipeline.store.get(alive).status == "running"
+    assert reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy()).total == 0  # idempotent
+    for job_id in (canceled, failed, missing):
+        assert len(pipeline.store.notifications_for(job_id)) == 1
+
+
+def test_claim_without_run_is_released_and_redispatched(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    job_id = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user_id)
+    pipeline.store.claim_dispatchable(10)  # the daemon died before creating the run
+    assert reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy()).total == 0  # within grace
+    repairs = reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy(), now=LATER)
+    assert repairs.released == 1
+    (request,) = pipeline.tick()
+    assert request.run_key == f"{job_id}:2"
+
+
+def test_claim_whose_run_was_canceled_in_the_queue_is_failed(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    job_id = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user_id)
+    (row,) = pipeline.store.claim_dispatchable(10)
+    add_run(pipeline, DagsterRunStatus.CANCELED, job_id, row.attempt)
+    repairs = reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy(), now=LATER)
+    assert repairs.settled_failed == 1
+    assert pipeline.store.get(job_id).error_message == "processing was canceled before it started"
+
+
+def test_successful_run_whose_hook_never_wrote_is_settled_done(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
+    (request,) = pipeline.tick()
+    result = pipeline.execute(request)
+    expected = pipeline.store.get(job_id).output_data
+    # Undo the hook's write, as if the database had been unreachable at that moment.
+    with pipeline.store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="running", output_data=None))
+        conn.execute(sa.delete(notifications).where(notifications.c.job_id == job_id))
+    repairs = reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy())
+    assert repairs.settled_done == 1
+    row = pipeline.store.get(job_id)
+    assert row.status == "done" and row.output_data == expected and row.dagster_run_id == result.run_id
+    assert [n["kind"] for n in pipeline.store.notifications_for(job_id)] == ["job_done"]
