@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
-.PHONY: install models run test test-slow bench clean
+.PHONY: install models test-deps run test test-slow bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,17 +19,24 @@ install: $(VENV)/.installed
 models: install
 	$(BIN)/nolly-pipeline models fetch
 
+# Speech for the audio tests comes from espeak-ng (Debian); installed when we are root.
+test-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else echo "please install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng)"; exit 1; fi; }
+
 run: install models
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/nolly-pipeline migrate
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: install models
+test: install models test-deps
 	$(PY) -m pytest
 
 # Crash, soak and load tests (minutes each); not part of `make test`.
-test-slow: install models
+test-slow: install models test-deps
 	$(PY) -m pytest -m slow -o addopts="-p no:cacheprovider"
 
 bench: install models

@@ -15,13 +15,18 @@ from typing import Callable, Mapping
 import replicate
 
 from nolly_pipeline.job_types import JOB_TYPES, JobType
+from nolly_pipeline.predictors import local
 from nolly_pipeline.predictors.base import Predictor, UnavailablePredictor
 from nolly_pipeline.predictors.replicate_backend import ReplicateModel, ReplicatePredictor
 
-LocalFactory = Callable[[JobType, Path], Predictor]
+LocalFactory = Callable[[Path], Predictor]
 
-# job type -> factory of its local predictor; filled as local backends are implemented.
-LOCAL_PREDICTORS: dict[str, LocalFactory] = {}
+# job type -> factory of its local predictor (given the models directory).
+LOCAL_PREDICTORS: dict[str, LocalFactory] = {
+    "roto": local.roto_predictor,
+    "color-grade": local.color_grade_predictor,
+    "audio-clean": local.audio_clean_predictor,
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ def build_predictor(job_type_name: str, config: PredictorConfig) -> Predictor:
         return UnavailablePredictor(
             job_type.name, "no local backend for this type yet; set REPLICATE_API_TOKEN to use Replicate"
         )
-    return factory(job_type, config.models_dir)
+    return factory(config.models_dir)
 
 
 def _replicate_predictor(job_type: JobType, config: PredictorConfig) -> Predictor:

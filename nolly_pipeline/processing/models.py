@@ -25,10 +25,14 @@ MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 # Any platform's wheel holds the same model files; pinning one makes the download identical
 # on every machine (a macOS laptop fetches the Linux wheel, which is fine: we only unzip it).
 _WHEEL_TARGET = (
-    "--platform", "manylinux_2_28_x86_64",
-    "--python-version", "3.11",
-    "--implementation", "cp",
-    "--abi", "cp311",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
 )
 _WHEEL_DIR = "mediapipe/modules/selfie_segmentation/"
 

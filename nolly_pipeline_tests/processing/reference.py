@@ -1,0 +1,53 @@
+"""Reference tools the processing tests and benchmarks compare against.
+
+The ``ffmpeg`` CLI comes from ``imageio-ffmpeg``'s bundled static build, so a fresh machine
+needs no system package; it ships ``lut3d``, ``libx264`` and ``ebur128``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the reference ffmpeg CLI quietly; raise with its stderr on failure."""
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True, capture_output=True)
+
+
+def video_frames(path: Path) -> list[np.ndarray]:
+    """Decode every frame as RGB (fine for the short clips tests use)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def packet_payloads(path: Path, kind: str) -> list[bytes]:
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        return [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """All samples as float (channels, n) plus the sample rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
+        chunks = [
+            r.to_ndarray() for f in container.decode(stream) for r in resampler.resample(f)
+        ] + [r.to_ndarray() for r in resampler.resample(None)]
+    return np.concatenate(chunks, axis=1).astype(np.float64), rate
