@@ -1,0 +1,116 @@
+"""Side-by-side speed and memory figures for local processing; writes docs/benchmarks.md.
+
+Run: ``.venv/bin/python benchmarks/processing.py``. Uses the reference ffmpeg CLI from
+imageio-ffmpeg and synthetic speech-like audio (no espeak-ng needed), so it needs no network.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
+from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade  # noqa: E402
+from nolly_pipeline_tests.processing.reference import ffmpeg, ffmpeg_exe  # noqa: E402
+
+MARK_BEGIN, MARK_END = "<!-- processing-benchmarks:begin -->", "<!-- processing-benchmarks:end -->"
+
+
+def _clip(path: Path, seconds: int, size: str) -> Path:
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={size}:r=30:d={seconds}", "-f", "lavfi",
+           "-i", f"sine=f=440:d={seconds}:sample_rate=48000", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path))
+    return path
+
+
+def _rss_child(src: Path, out: Path) -> int:
+    code = (
+        "import resource,sys;from pathlib import Path;"
+        "from nolly_pipeline.processing.color_grade import ColorGradeSettings,color_grade;"
+        f"color_grade(Path({str(src)!r}),Path({str(out)!r}),ColorGradeSettings(preset='warm'));"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True, cwd=ROOT).stdout.split()[-1])
+
+
+def _roto_row(clip: Path, tmp: Path) -> tuple[str, str, str]:
+    """Roto is another helper's module; report why it did not run instead of failing."""
+    name = "roto 10 s 1080p30 end to end"
+    try:
+        from nolly_pipeline.processing.models import selfie_model_path
+        from nolly_pipeline.processing.roto import RotoSettings, roto
+    except ImportError as exc:
+        return name, "not run", f"roto module not available yet ({exc.name})"
+    try:
+        model = selfie_model_path()
+        start = time.perf_counter()
+        roto(clip, tmp / "roto", RotoSettings(), model_path=model, progress=lambda d, t: None)
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a note in the table
+        return name, "not run", str(exc).replace("|", "/")
+    took = time.perf_counter() - start
+    return name, f"{took:.2f} s", f"{300 / took:.1f} fps"
+
+
+def main() -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = _clip(tmp / "clip1080.mp4", 10, "1920x1080")
+        start = time.perf_counter()
+        result = color_grade(clip, tmp / "ours", ColorGradeSettings(preset="teal-orange"))
+        ours = time.perf_counter() - start
+        lut = result.files[1].path
+        start = time.perf_counter()
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(clip), "-vf",
+                        f"lut3d=file={lut},format=yuv420p", "-c:v", "libx264", "-crf", "18",
+                        "-preset", "veryfast", "-c:a", "copy", str(tmp / "cli.mp4")], check=True)
+        cli = time.perf_counter() - start
+        rows.append(("color_grade 10 s 1080p30 (300 frames)", f"{ours:.2f} s ({300 / ours:.1f} fps)",
+                     f"ffmpeg CLI {cli:.2f} s; speed ratio {cli / ours:.2f}x (goal >= 0.9)"))
+
+        rate = 48_000
+        t = np.arange(60 * rate) / rate
+        speechlike = (np.sin(2 * np.pi * 2.7 * t) > 0) * np.sin(2 * np.pi * 160 * t) * 0.2
+        speechlike += 0.02 * np.random.default_rng(0).standard_normal(len(t))
+        raw = tmp / "speech.f32"
+        speechlike.astype("<f4").tofile(raw)
+        wav = tmp / "speech.wav"
+        ffmpeg("-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", str(raw), str(wav))
+        start = time.perf_counter()
+        audio_clean(wav, tmp / "audio", AudioCleanSettings())
+        took = time.perf_counter() - start
+        rows.append(("audio_clean 60 s mono 48 kHz (rnnoise)", f"{took:.2f} s",
+                     f"{60 / took:.1f}x real time (goal >= 10x)"))
+
+        rows.append(_roto_row(clip, tmp))
+
+        short = _clip(tmp / "short.mp4", 3, "640x360")
+        long = _clip(tmp / "long.mp4", 30, "640x360")
+        rss_short, rss_long = _rss_child(short, tmp / "rs"), _rss_child(long, tmp / "rl")
+        rows.append(("color_grade peak RSS 3 s vs 30 s 360p", f"{rss_short // 1024} MiB vs {rss_long // 1024} MiB",
+                     f"ratio {rss_long / rss_short:.2f} (goal <= 1.3)"))
+
+    table = "| run | time / size | result |\n| --- | --- | --- |\n" + "".join(
+        f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    print(table)
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    section = f"{MARK_BEGIN}\n## Local processing (2 cores)\n\n{table}{MARK_END}"
+    if MARK_BEGIN in text:
+        text = text.split(MARK_BEGIN)[0] + section + text.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
