@@ -8,7 +8,7 @@ and settings validation are generated from this table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from nolly_pipeline.predictors.replicate_backend import ReplicateModel
@@ -22,6 +22,8 @@ class JobType:
     # Media kinds accepted as input (see processing.media.probe).
     input_kinds: tuple[str, ...]
     replicate_default: ReplicateModel | None
+    # Extra run tags for this type's job, e.g. ECS task size read by EcsRunLauncher.
+    run_tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ident(self) -> str:
@@ -47,6 +49,8 @@ JOB_TYPES: Mapping[str, JobType] = {
                 file_input="input_video",
                 static_input={"output_type": "alpha-mask"},
             ),
+            # Local roto decodes, infers and encodes VP9 with alpha: the heaviest job.
+            run_tags={"ecs/cpu": "4096", "ecs/memory": "8192"},
         ),
         JobType(
             name="color-grade",
@@ -55,6 +59,7 @@ JOB_TYPES: Mapping[str, JobType] = {
             input_kinds=("video", "image"),
             # No public Replicate model does LUT-style grading; set NOLLY_REPLICATE_MODEL_COLOR_GRADE.
             replicate_default=None,
+            run_tags={"ecs/cpu": "2048", "ecs/memory": "4096"},
         ),
         JobType(
             name="audio-clean",
@@ -66,6 +71,7 @@ JOB_TYPES: Mapping[str, JobType] = {
                 file_input="input_audio",
                 static_input={"denoise_flag": True},
             ),
+            run_tags={"ecs/cpu": "1024", "ecs/memory": "2048"},
         ),
     )
 }

@@ -23,6 +23,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.orchestration.hooks import write_done, write_failed
 from nolly_pipeline.orchestration.ops import download, predict, publish
+from nolly_pipeline.orchestration.tags import JOB_TYPE_TAG
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def build_job_type_defs(job_type: JobType) -> JobTypeDefs:
         selection=[_asset],
         executor_def=in_process_executor,
         hooks={write_done, write_failed},
-        tags={"nolly/job_type": job_type.name},
+        tags={JOB_TYPE_TAG: job_type.name, **job_type.run_tags},
     )
     return JobTypeDefs(job_type=job_type, partitions=partitions, asset=_asset, job=job)
 

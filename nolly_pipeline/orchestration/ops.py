@@ -19,6 +19,7 @@ from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext,
 
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.inputs import acquire_input
 from nolly_pipeline.errors import NollyError, StaleRunError, TransientError, internal_error_message
 from nolly_pipeline.orchestration.resources import (
     JobStoreResource,
@@ -105,15 +106,13 @@ def download(
     with job_errors("download"):
         _, row = own_row(context, job_store)
         spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type))
-        dest = scratch.run_dir(context.run_id) / "source" / spec.source.filename
-        size = storage.store().download(spec.source.bucket, spec.source.key, dest)
-        context.add_output_metadata({"source": f"{spec.source.bucket}/{spec.source.key}", "bytes": size})
+        acquired = acquire_input(spec, storage.store(), scratch.run_dir(context.run_id) / "source")
+        context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size})
         return MediaBundle.single(
-            dest,
+            acquired.path,
             "source",
-            mimetypes.guess_type(dest.name)[0] or "application/octet-stream",
-            source_bucket=spec.source.bucket,
-            source_key=spec.source.key,
+            mimetypes.guess_type(acquired.path.name)[0] or "application/octet-stream",
+            origin=acquired.origin,
         )
 
 
