@@ -33,6 +33,13 @@ class TransientError(NollyError):
     """A network hiccup, a 5xx or a rate limit: the same call may succeed later."""
 
 
+class CanceledError(PermanentError):
+    """The user asked to cancel the job (``cancel_requested_at``)."""
+
+    def __init__(self) -> None:
+        super().__init__("canceled by user")
+
+
 class StaleRunError(PermanentError):
     """This run no longer owns the job row (a newer attempt or another run took it over)."""
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, jobs, notifications
-from nolly_pipeline.errors import StaleRunError
+from nolly_pipeline.errors import CanceledError, StaleRunError
 from nolly_pipeline.job_types import label as _label
 
 
@@ -49,6 +49,9 @@ class JobRow:
     started_at: dt.datetime | None
     updated_at: dt.datetime | None
     dagster_run_id: str | None
+    cancel_requested_at: dt.datetime | None
+    max_attempts: int
+    progress: float | None
 
     @classmethod
     def from_mapping(cls, row: sa.RowMapping) -> "JobRow":
@@ -103,6 +106,16 @@ class JobStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(jobs).where(jobs.c.status == status).limit(limit)
+            ).mappings()
+            return [JobRow.from_mapping(r) for r in rows]
+
+    def cancel_requests(self, limit: int = 500) -> list[JobRow]:
+        """Rows the user asked to cancel that are not final yet (partial index)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs)
+                .where(jobs.c.cancel_requested_at.is_not(None), jobs.c.status.in_([PENDING, RUNNING]))
+                .limit(limit)
             ).mappings()
             return [JobRow.from_mapping(r) for r in rows]
 
@@ -177,6 +190,7 @@ class JobStore:
                 output_data=None,
                 completed_at=None,
                 started_at=None,
+                progress=None,
             )
             .returning(*jobs.c)
         )
@@ -232,6 +246,7 @@ class JobStore:
             error_message=None,
             output_data=None,
         )
+        not_canceled = jobs.c.cancel_requested_at.is_(None)
         if run.attempt is None:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.status != RUNNING)
             take["attempt"] = jobs.c.attempt + 1
@@ -251,34 +266,82 @@ class JobStore:
             ).mappings().first()
             if row is None:
                 row = conn.execute(
-                    sa.update(jobs).where(cond).values(**take).returning(*jobs.c)
+                    sa.update(jobs).where(cond, not_canceled).values(**take).returning(*jobs.c)
                 ).mappings().first()
         if row is None:
             current = self.get(job_id)
             if current is None:
                 raise StaleRunError(f"job {job_id} does not exist")
+            if current.cancel_requested_at is not None and current.status != RUNNING:
+                raise CanceledError()
             raise StaleRunError(
                 f"job {job_id} is not this run's to process "
                 f"(status {current.status}, attempt {current.attempt}, run {current.dagster_run_id})"
             )
         return JobRow.from_mapping(row)
 
-    def heartbeat(self, job_id: uuid.UUID | str, run_id: str) -> bool:
-        """Touch ``updated_at`` while a run works; False means the run lost the row."""
+    def heartbeat(self, job_id: uuid.UUID | str, run_id: str, progress: float | None = None) -> None:
+        """Touch ``updated_at`` (and progress) while a run works on the row.
+
+        Raises :class:`CanceledError` when the user asked to cancel, :class:`StaleRunError`
+        when the row no longer belongs to this run: either way the work must stop.
+        """
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if progress is not None:
+            values["progress"] = progress
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(jobs)
-                .where(jobs.c.id == _as_uuid(job_id), jobs.c.dagster_run_id == run_id, jobs.c.status == RUNNING)
-                .values(updated_at=utcnow())
+                .where(
+                    jobs.c.id == _as_uuid(job_id),
+                    jobs.c.dagster_run_id == run_id,
+                    jobs.c.status == RUNNING,
+                    jobs.c.cancel_requested_at.is_(None),
+                )
+                .values(**values)
+            )
+        if result.rowcount == 1:
+            return
+        row = self.get(job_id)
+        if row is not None and row.dagster_run_id == run_id and row.cancel_requested_at is not None:
+            raise CanceledError()
+        raise StaleRunError(f"job {job_id} was taken over while this run worked on it")
+
+    def requeue(self, row: JobRow, reason: str) -> bool:
+        """Give a row whose run died back to the dispatcher for a new attempt (fenced)."""
+        assert row.dagster_run_id is not None
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs)
+                .where(self._owned_by(row.id, row.dagster_run_id))
+                .values(
+                    status=PENDING,
+                    dispatched_at=None,
+                    dagster_run_id=None,
+                    error_message=reason,
+                    progress=None,
+                    updated_at=utcnow(),
+                )
             )
         return result.rowcount == 1
+
+    def cancel_unstarted(self, row: JobRow) -> bool:
+        """Cancel a pending row (dispatched or not) before any run took it."""
+        cond = sa.and_(
+            jobs.c.id == row.id,
+            jobs.c.attempt == row.attempt,
+            jobs.c.status == PENDING,
+            jobs.c.dagster_run_id.is_(None),
+        )
+        return self._finish(cond, row, FAILED, CanceledError().message, None, f"cancel:{row.attempt}")
 
     # --- terminal writes ------------------------------------------------------------------
     def finish_done(self, job_id: uuid.UUID | str, run_id: str, output_data: dict[str, Any]) -> bool:
         row = self.get(job_id)
         if row is None:
             return False
-        cond = self._owned_by(row.id, run_id)
+        # A cancel that arrived while the last step ran still wins: the user asked for it.
+        cond = sa.and_(self._owned_by(row.id, run_id), jobs.c.cancel_requested_at.is_(None))
         return self._finish(cond, row, DONE, None, output_data, run_id)
 
     def finish_failed(self, job_id: uuid.UUID | str, run_id: str, message: str) -> bool:
@@ -313,6 +376,8 @@ class JobStore:
                     completed_at=now,
                     updated_at=now,
                     dispatched_at=None,
+                    cancel_requested_at=None,
+                    progress=1.0 if status == DONE else None,
                 )
             )
             if result.rowcount != 1:

@@ -42,6 +42,12 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.DateTime()),
     # The run that owns the row; terminal writes are fenced on it.
     sa.Column("dagster_run_id", sa.Text()),
+    # Set by the frontend to cancel; the pipeline ends the row as failed, "canceled by user".
+    sa.Column("cancel_requested_at", sa.DateTime()),
+    # Attempts allowed in all (automatic requeues after crashes and user retries alike).
+    sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="3"),
+    # Fraction done (0..1) of the current attempt, for a progress bar.
+    sa.Column("progress", sa.Float()),
 )
 
 # The sensor's query: O(new rows), whatever the backlog of dispatched-but-unfinished rows.
@@ -52,6 +58,12 @@ sa.Index(
     sqlite_where=sa.text("status = 'pending' AND dispatched_at IS NULL"),
 )
 sa.Index("ix_jobs_status", jobs.c.status)
+sa.Index(
+    "ix_jobs_cancel_requested",
+    jobs.c.cancel_requested_at,
+    postgresql_where=sa.text("cancel_requested_at IS NOT NULL AND status IN ('pending', 'running')"),
+    sqlite_where=sa.text("cancel_requested_at IS NOT NULL AND status IN ('pending', 'running')"),
+)
 
 notifications = sa.Table(
     "notifications",

@@ -1,12 +1,12 @@
 """The reconciler: compares ``jobs`` rows with Dagster's run records and repairs mismatches.
 
-Hooks write status back in the normal case; this sensor covers what hooks cannot see:
-a run canceled or killed, a hook that failed to reach the database, a worker that died, a
-daemon that crashed between claiming rows and creating their runs. It reads only rows
-that are ``running`` or claimed-but-unstarted, both bounded by the concurrency limits, so a
-tick stays cheap however many jobs have ever existed.
+Hooks write status back in the normal case; these sensors cover what hooks cannot see:
+a run canceled or killed, a hook that failed to reach the database, a worker that died
+(``DefaultRunLauncher`` cannot tell, so rows carry a heartbeat), a daemon that crashed between
+claiming rows and creating their runs, and cancellations requested by the frontend. They read
+only rows that are ``running``, claimed-but-unstarted or marked for cancellation, all bounded
+by the concurrency limits, so a tick stays cheap however many jobs have ever existed.
 """
-
 
 import datetime as dt
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
@@ -26,7 +27,8 @@ from dagster import (
 )
 
 from nolly_pipeline.db.jobs import JobRow, JobStore, utcnow
-from nolly_pipeline.db.tables import RUNNING
+from nolly_pipeline.db.tables import PENDING, RUNNING
+from nolly_pipeline.errors import CanceledError
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.orchestration.resources import JobStoreResource
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG
@@ -38,17 +40,26 @@ FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus
 class ReconcilerPolicy:
     # A claimed row whose run has not taken it after this long is checked against Dagster.
     dispatch_grace: dt.timedelta = dt.timedelta(minutes=2)
+    # A running row not touched for this long belongs to a dead worker.
+    heartbeat_timeout: dt.timedelta = dt.timedelta(minutes=5)
 
 
 @dataclass
 class Repairs:
     settled_done: int = 0
     settled_failed: int = 0
+    requeued: int = 0
     released: int = 0
 
     @property
     def total(self) -> int:
-        return self.settled_done + self.settled_failed + self.released
+        return self.settled_done + self.settled_failed + self.requeued + self.released
+
+    def __str__(self) -> str:
+        return (
+            f"settled {self.settled_done} done, {self.settled_failed} failed; "
+            f"requeued {self.requeued}; released {self.released} claims"
+        )
 
 
 def _published_output(instance: DagsterInstance, row: JobRow) -> dict[str, Any] | None:
@@ -69,24 +80,50 @@ def _published_output(instance: DagsterInstance, row: JobRow) -> dict[str, Any] 
     return None
 
 
-def _settle_running(instance: DagsterInstance, store: JobStore, row: JobRow, repairs: Repairs) -> None:
-    run = instance.get_run_by_id(row.dagster_run_id) if row.dagster_run_id else None
-    if run is not None and run.status not in FINISHED:
-        return
+def stop_run(instance: DagsterInstance, run: DagsterRun, reason: str) -> None:
+    """Best effort: terminate a run (or drop it from the queue) and record why in Dagster."""
+    try:
+        instance.run_coordinator.cancel_run(run.run_id)
+    except Exception:  # noqa: BLE001 - the worker may be gone; the record is fixed below
+        pass
+    current = instance.get_run_by_id(run.run_id)
+    if current is not None and current.status not in FINISHED:
+        instance.report_run_failed(current, message=reason)
+
+
+def _retry_or_fail(store: JobStore, row: JobRow, reason: str, repairs: Repairs) -> None:
+    """An infrastructure failure: requeue within the attempt budget, else fail for good."""
     assert row.dagster_run_id is not None
+    if row.attempt < row.max_attempts:
+        if store.requeue(row, f"{reason}; retrying"):
+            repairs.requeued += 1
+    elif store.finish_failed(row.id, row.dagster_run_id, f"{reason} (gave up after {row.attempt} attempts)"):
+        repairs.settled_failed += 1
+
+
+def _settle_running(
+    instance: DagsterInstance, store: JobStore, row: JobRow, policy: ReconcilerPolicy, now: dt.datetime,
+    repairs: Repairs,
+) -> None:
+    assert row.dagster_run_id is not None
+    run = instance.get_run_by_id(row.dagster_run_id)
+    if run is not None and run.status not in FINISHED:
+        last_beat = row.updated_at or row.started_at
+        if last_beat is not None and now - last_beat > policy.heartbeat_timeout:
+            stop_run(instance, run, "no heartbeat from the run worker")
+            _retry_or_fail(store, row, "processing stopped responding", repairs)
+        return
     if run is not None and run.status == DagsterRunStatus.SUCCESS:
         output = _published_output(instance, row)
         if output is not None and store.finish_done(row.id, row.dagster_run_id, output):
             repairs.settled_done += 1
             return
-    if run is None:
-        message = "processing was interrupted (its run no longer exists)"
-    elif run.status == DagsterRunStatus.CANCELED:
-        message = "processing was canceled"
-    else:
-        message = "processing stopped unexpectedly; please retry"
-    if store.finish_failed(row.id, row.dagster_run_id, message):
-        repairs.settled_failed += 1
+    if run is not None and run.status == DagsterRunStatus.CANCELED:
+        if store.finish_failed(row.id, row.dagster_run_id, "processing was canceled"):
+            repairs.settled_failed += 1
+        return
+    reason = "processing was interrupted" if run is None else "processing stopped unexpectedly"
+    _retry_or_fail(store, row, reason, repairs)
 
 
 def _settle_dispatched(instance: DagsterInstance, store: JobStore, row: JobRow, repairs: Repairs) -> None:
@@ -116,10 +153,35 @@ def reconcile(
     now = now or utcnow()
     repairs = Repairs()
     for row in store.rows_with_status(RUNNING):
-        _settle_running(instance, store, row, repairs)
+        _settle_running(instance, store, row, policy, now, repairs)
     for row in store.dispatched_before(now - policy.dispatch_grace):
         _settle_dispatched(instance, store, row, repairs)
     return repairs
+
+
+def process_cancellations(instance: DagsterInstance, store: JobStore) -> int:
+    """End every row the frontend asked to cancel; stop its run. Returns rows ended.
+
+    The row is written first (fenced on its owner) so the message is always "canceled by
+    user"; then the run is stopped. A Replicate prediction in flight is canceled remotely by
+    the predictor when its heartbeat or the termination interrupts it.
+    """
+    ended = 0
+    for row in store.cancel_requests():
+        if row.status == PENDING:
+            ended += store.cancel_unstarted(row)
+            runs = instance.get_runs(
+                filters=RunsFilter(tags={JOB_ID_TAG: str(row.id), ATTEMPT_TAG: str(row.attempt)}), limit=5
+            )
+        else:
+            assert row.dagster_run_id is not None
+            ended += store.finish_failed(row.id, row.dagster_run_id, CanceledError().message)
+            run = instance.get_run_by_id(row.dagster_run_id)
+            runs = [run] if run is not None else []
+        for run in runs:
+            if run.status not in FINISHED:
+                stop_run(instance, run, "canceled by user")
+    return ended
 
 
 def build_reconciler_sensor(interval_seconds: int, policy: ReconcilerPolicy) -> SensorDefinition:
@@ -127,13 +189,22 @@ def build_reconciler_sensor(interval_seconds: int, policy: ReconcilerPolicy) -> 
         name="job_reconciler",
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Settles `jobs` rows whose runs ended without writing back (killed, canceled, lost).",
+        description="Settles `jobs` rows whose runs died, were canceled or never started.",
     )
     def job_reconciler(context: SensorEvaluationContext, job_store: JobStoreResource) -> SkipReason:
-        repairs = reconcile(context.instance, job_store.store(), policy)
-        return SkipReason(
-            f"settled {repairs.settled_done} done, {repairs.settled_failed} failed, "
-            f"released {repairs.released} claims"
-        )
+        return SkipReason(str(reconcile(context.instance, job_store.store(), policy)))
 
     return job_reconciler
+
+
+def build_cancellation_sensor(interval_seconds: int) -> SensorDefinition:
+    @sensor(
+        name="job_cancellations",
+        minimum_interval_seconds=interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Ends rows whose `cancel_requested_at` the frontend set, and stops their runs.",
+    )
+    def job_cancellations(context: SensorEvaluationContext, job_store: JobStoreResource) -> SkipReason:
+        return SkipReason(f"canceled {process_cancellations(context.instance, job_store.store())} job(s)")
+
+    return job_cancellations

@@ -67,8 +67,10 @@ def test_stale_run_cannot_touch_a_newer_attempt(store: JobStore, user_id: uuid.U
     with pytest.raises(StaleRunError):
         store.start_run(job_id, sensor_run("old", 1))
     assert not store.finish_done(job_id, "old", {"output_url": "stale"})
-    assert not store.heartbeat(job_id, "old")
-    assert store.heartbeat(job_id, "new")
+    with pytest.raises(StaleRunError):
+        store.heartbeat(job_id, "old")
+    store.heartbeat(job_id, "new", progress=0.5)
+    assert store.get(job_id).progress == 0.5  # type: ignore[union-attr]
     assert store.get(job_id).status == "running"  # type: ignore[union-attr]
     assert len(store.notifications_for(job_id)) == 1
 
@@ -148,3 +150,51 @@ def test_notification_unique_per_job_event(store: JobStore, user_id: uuid.UUID) 
         conn.execute(notifications.insert().values(id=uuid.uuid4(), **row))
     with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
         conn.execute(notifications.insert().values(id=uuid.uuid4(), **row))
+
+
+def request_cancel(store: JobStore, job_id: uuid.UUID) -> None:
+    """What the frontend does to cancel a job."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested_at=sa.func.now()))
+
+
+def test_cancel_of_a_running_row_stops_heartbeat_and_done(store: JobStore, user_id: uuid.UUID) -> None:
+    from nolly_pipeline.errors import CanceledError
+
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    request_cancel(store, job_id)
+    with pytest.raises(CanceledError):
+        store.heartbeat(job_id, "r1")
+    assert not store.finish_done(job_id, "r1", {"output_url": "late"})
+    assert store.finish_failed(job_id, "r1", "canceled by user")
+    final = store.get(job_id)
+    assert final.status == "failed" and final.cancel_requested_at is None  # type: ignore[union-attr]
+
+
+def test_cancel_of_a_queued_row_refuses_its_run(store: JobStore, user_id: uuid.UUID) -> None:
+    from nolly_pipeline.errors import CanceledError
+
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    request_cancel(store, job_id)
+    with pytest.raises(CanceledError):
+        store.start_run(job_id, sensor_run("r1", row.attempt))
+    (pending,) = store.cancel_requests()
+    assert store.cancel_unstarted(pending) and not store.cancel_unstarted(pending)
+    assert store.get(job_id).error_message == "canceled by user"  # type: ignore[union-attr]
+    assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_failed"]
+    assert store.cancel_requests() == []
+
+
+def test_requeue_hands_the_row_back_for_a_new_attempt(store: JobStore, user_id: uuid.UUID) -> None:
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    running = store.start_run(job_id, sensor_run("r1", row.attempt))
+    assert store.requeue(running, "worker died; retrying")
+    assert not store.requeue(running, "again")  # fenced on the owning run
+    (again,) = store.claim_dispatchable(10)
+    assert again.attempt == 2 and again.error_message is None

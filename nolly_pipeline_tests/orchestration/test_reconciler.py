@@ -11,6 +11,7 @@ from dagster import DagsterRun, DagsterRunStatus
 from nolly_pipeline.db.jobs import RunIdentity
 from nolly_pipeline.db.tables import jobs, notifications
 from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, reconcile
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
@@ -39,14 +40,17 @@ def test_running_rows_of_dead_runs_are_failed(pipeline: Pipeline, user_id: uuid.
     missing = running_row(pipeline, user_id, None)
     alive = running_row(pipeline, user_id, DagsterRunStatus.STARTED)
     repairs = reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy())
-    assert repairs.settled_failed == 3
+    assert (repairs.settled_failed, repairs.requeued) == (1, 2)
     assert pipeline.store.get(canceled).error_message == "processing was canceled"
-    assert pipeline.store.get(failed).error_message == "processing stopped unexpectedly; please retry"
-    assert "no longer exists" in pipeline.store.get(missing).error_message
+    assert len(pipeline.store.notifications_for(canceled)) == 1
+    # A worker that died is an infrastructure failure: back to the queue, no notification yet.
+    for job_id, reason in ((failed, "processing stopped unexpectedly"), (missing, "processing was interrupted")):
+        row = pipeline.store.get(job_id)
+        assert row.status == "pending" and row.error_message == f"{reason}; retrying"
+        assert pipeline.store.notifications_for(job_id) == []
     assert pipeline.store.get(alive).status == "running"
     assert reconcile(pipeline.instance, pipeline.store, ReconcilerPolicy()).total == 0  # idempotent
-    for job_id in (canceled, failed, missing):
-        assert len(pipeline.store.notifications_for(job_id)) == 1
+    assert sorted(r.run_key for r in pipeline.tick()) == sorted([f"{failed}:2", f"{missing}:2"])
 
 
 def test_claim_without_run_is_released_and_redispatched(pipeline: Pipeline, user_id: uuid.UUID) -> None:
@@ -70,7 +74,7 @@ def test_claim_whose_run_was_canceled_in_the_queue_is_failed(pipeline: Pipeline,
 
 def test_successful_run_whose_hook_never_wrote_is_settled_done(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
-    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()
     result = pipeline.execute(request)
@@ -84,3 +88,33 @@ def test_successful_run_whose_hook_never_wrote_is_settled_done(pipeline: Pipelin
     row = pipeline.store.get(job_id)
     assert row.status == "done" and row.output_data == expected and row.dagster_run_id == result.run_id
     assert [n["kind"] for n in pipeline.store.notifications_for(job_id)] == ["job_done"]
+
+
+def test_silent_worker_is_stopped_and_requeued_then_gives_up(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    """A run Dagster still thinks is STARTED but whose heartbeat stopped: the worker died."""
+    job_id = running_row(pipeline, user_id, DagsterRunStatus.STARTED)
+    policy = ReconcilerPolicy(heartbeat_timeout=dt.timedelta(seconds=60))
+    assert reconcile(pipeline.instance, pipeline.store, policy).total == 0  # heartbeat is fresh
+    run_id = pipeline.store.get(job_id).dagster_run_id
+    repairs = reconcile(pipeline.instance, pipeline.store, policy, now=LATER)
+    assert repairs.requeued == 1
+    assert pipeline.instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+    # Use up the attempt budget: attempts 2 and 3 die the same way, then it fails for good.
+    for attempt in (2, 3):
+        (req,) = pipeline.tick()
+        assert req.run_key == f"{job_id}:{attempt}"
+        dead = add_run(pipeline, DagsterRunStatus.STARTED, job_id, attempt)
+        pipeline.store.start_run(job_id, RunIdentity(dead, attempt, False))
+        reconcile(pipeline.instance, pipeline.store, policy, now=LATER)
+    row = pipeline.store.get(job_id)
+    assert row.status == "failed" and row.error_message == "processing stopped responding (gave up after 3 attempts)"
+    assert len(pipeline.store.notifications_for(job_id)) == 1
+
+
+def test_user_retry_beyond_the_budget_is_refused(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    job_id = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user_id)
+    with pipeline.store.engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(attempt=3, status="pending"))
+    assert pipeline.tick() == []
+    row = pipeline.store.get(job_id)
+    assert row.status == "failed" and "used all 3 attempts" in row.error_message
