@@ -19,6 +19,13 @@ OUTPUT_BUCKET = "outputs"
 # Intermediates between ops are private working copies; never put them in the public bucket.
 DEFAULT_INTERMEDIATE_BUCKET = "pipeline-intermediates"
 SEED_BUCKETS: tuple[str, ...] = ("vfx-assets", "audio-uploads", OUTPUT_BUCKET)
+# Input limits: a bigger or longer upload is refused before any processing is spent on it.
+DEFAULT_MAX_INPUT_BYTES = 5 * 1024**3
+DEFAULT_MAX_DURATION_SECONDS = 2 * 3600.0
+# Audio cleanup is cheap per second and takes whole interviews or podcast sessions.
+DEFAULT_MAX_DURATION_BY_TYPE: Mapping[str, float] = {"audio-clean": 4 * 3600.0}
+# Dagster partitions of finished jobs are dropped after this many days (the row stays).
+DEFAULT_PARTITION_RETENTION_DAYS = 30
 
 
 def dagster_home() -> Path:
@@ -29,6 +36,26 @@ def dagster_home() -> Path:
 def _env(name: str, env: Mapping[str, str]) -> str | None:
     value = env.get(name)
     return value if value not in (None, "") else None
+
+
+def _positive(name: str, env: Mapping[str, str], default: float) -> float:
+    raw = _env(name, env)
+    try:
+        value = float(raw) if raw is not None else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _host_list(raw: str | None) -> tuple[str, ...]:
+    """Host names from a comma-separated list; a URL or a path is a configuration mistake."""
+    hosts = tuple(h.strip().lower() for h in (raw or "").split(",") if h.strip())
+    for host in hosts:
+        if any(c in host for c in "/:@ "):
+            raise ValueError(f"NOLLY_ALLOWED_INPUT_HOSTS takes host names only, got {host!r}")
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,8 @@ class Settings:
     replicate_enabled: bool
     replicate_base_url: str | None
     sensor_interval_seconds: int
+    heartbeat_seconds: float
+    heartbeat_timeout_seconds: float
     sensor_batch_size: int
     replicate_timeout_seconds: float
     replicate_poll_seconds: float
@@ -55,6 +84,14 @@ class Settings:
     intermediate_bucket: str
     intermediate_prefix: str
     work_dir: Path
+    # Hosts an http(s) file_url may name (NOLLY_ALLOWED_INPUT_HOSTS, comma-separated; none by
+    # default, so only the studio's storage is read).
+    allowed_input_hosts: tuple[str, ...]
+    max_input_bytes: int
+    # job type -> longest accepted input, seconds (NOLLY_MAX_DURATION_SECONDS_<TYPE>)
+    max_duration_seconds: Mapping[str, float]
+    # Days after completion a job keeps its Dagster partition (NOLLY_PARTITION_RETENTION_DAYS).
+    partition_retention_days: int = DEFAULT_PARTITION_RETENTION_DAYS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -67,6 +104,7 @@ class Settings:
         replicate_enabled = _env("REPLICATE_API_TOKEN", env) is not None
         backends: dict[str, str] = {}
         models: dict[str, tuple[str | None, str | None]] = {}
+        durations: dict[str, float] = {}
         for job_type in JOB_TYPES.values():
             suffix = job_type.env_suffix
             backend = (_env(f"NOLLY_BACKEND_{suffix}", env) or ("replicate" if replicate_enabled else "local")).lower()
@@ -76,6 +114,10 @@ class Settings:
             models[job_type.name] = (
                 _env(f"NOLLY_REPLICATE_MODEL_{suffix}", env),
                 _env(f"NOLLY_REPLICATE_INPUT_{suffix}", env),
+            )
+            durations[job_type.name] = _positive(
+                f"NOLLY_MAX_DURATION_SECONDS_{suffix}", env,
+                DEFAULT_MAX_DURATION_BY_TYPE.get(job_type.name, DEFAULT_MAX_DURATION_SECONDS),
             )
         return cls(
             database_url=_env("NOLLY_DATABASE_URL", env) or f"sqlite:///{home / 'nolly.db'}",
@@ -92,10 +134,18 @@ class Settings:
             replicate_models=models,
             models_dir=Path(_env("NOLLY_MODELS_DIR", env) or Path.home() / ".cache" / "nolly-pipeline" / "models"),
             sensor_interval_seconds=int(_env("NOLLY_SENSOR_INTERVAL_SECONDS", env) or 60),
+            heartbeat_seconds=float(_env("NOLLY_HEARTBEAT_SECONDS", env) or 10),
+            heartbeat_timeout_seconds=float(_env("NOLLY_HEARTBEAT_TIMEOUT_SECONDS", env) or 300),
             sensor_batch_size=int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200),
             intermediate_bucket=_env("NOLLY_INTERMEDIATE_BUCKET", env) or DEFAULT_INTERMEDIATE_BUCKET,
             intermediate_prefix=(_env("NOLLY_INTERMEDIATE_PREFIX", env) or "dagster-io").strip("/"),
             work_dir=Path(_env("NOLLY_WORK_DIR", env) or home / "work"),
+            allowed_input_hosts=_host_list(_env("NOLLY_ALLOWED_INPUT_HOSTS", env)),
+            max_input_bytes=int(_positive("NOLLY_MAX_INPUT_BYTES", env, DEFAULT_MAX_INPUT_BYTES)),
+            max_duration_seconds=durations,
+            partition_retention_days=int(
+                _positive("NOLLY_PARTITION_RETENTION_DAYS", env, DEFAULT_PARTITION_RETENTION_DAYS)
+            ),
         )
 
     @property

@@ -6,6 +6,7 @@ passed as ``EnvVar`` so Dagster resolves them at run time and never shows their 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 from dagster import Definitions, EnvVar
@@ -13,8 +14,13 @@ from dagster import Definitions, EnvVar
 from nolly_pipeline.config import Settings
 from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
 from nolly_pipeline.orchestration.io_manager import MediaIOManager
-from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, build_reconciler_sensor
+from nolly_pipeline.orchestration.reconciler import (
+    ReconcilerPolicy,
+    build_cancellation_sensor,
+    build_reconciler_sensor,
+)
 from nolly_pipeline.orchestration.resources import (
+    InputPolicyResource,
     JobStoreResource,
     ObjectStorageResource,
     PredictorsResource,
@@ -23,6 +29,7 @@ from nolly_pipeline.orchestration.resources import (
 from nolly_pipeline.orchestration.sensors import build_dispatch_sensor
 
 RECONCILER_INTERVAL_SECONDS = 30
+CANCELLATION_INTERVAL_SECONDS = 5
 
 
 def _secret(name: str) -> EnvVar | None:
@@ -45,9 +52,14 @@ def build_resources(settings: Settings) -> dict[str, object]:
     )
     scratch = ScratchResource(root=str(settings.work_dir))
     return {
-        "job_store": JobStoreResource(database_url=database_url),
+        "job_store": JobStoreResource(database_url=database_url, heartbeat_seconds=settings.heartbeat_seconds),
         "storage": storage,
         "scratch": scratch,
+        "inputs": InputPolicyResource(
+            allowed_hosts=list(settings.allowed_input_hosts),
+            max_input_bytes=settings.max_input_bytes,
+            max_duration_seconds=dict(settings.max_duration_seconds),
+        ),
         "predictors": PredictorsResource(
             backends=dict(settings.backends),
             replicate_models={k: list(v) for k, v in settings.replicate_models.items()},
@@ -74,7 +86,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         jobs=[d.job for d in JOB_TYPE_DEFS.values()],
         sensors=[
             build_dispatch_sensor(settings.sensor_interval_seconds, settings.sensor_batch_size),
-            build_reconciler_sensor(RECONCILER_INTERVAL_SECONDS, ReconcilerPolicy()),
+            build_reconciler_sensor(
+                RECONCILER_INTERVAL_SECONDS,
+                ReconcilerPolicy(heartbeat_timeout=dt.timedelta(seconds=settings.heartbeat_timeout_seconds)),
+            ),
+            build_cancellation_sensor(CANCELLATION_INTERVAL_SECONDS),
         ],
         resources=build_resources(settings),
     )

@@ -3,24 +3,40 @@
 The sensor runs this on every new row so a malformed one fails at once with a readable
 message (and the tick goes on); the first op runs it again because backfills and manual
 launches do not pass through the sensor.
+
+Settings are checked against the job type's settings model (the local processors' pydantic
+models, which forbid unknown fields) whatever the backend: a typo such as ``smothing`` must
+fail the same way whether the type runs locally or on Replicate.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
+
+from pydantic import BaseModel
 
 from nolly_pipeline.db.jobs import JobRow
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.predictors.base import Predictor
-from nolly_pipeline.storage.urls import ObjectRef, resolve_input_url
+from nolly_pipeline.processing.validation import parse_settings
+from nolly_pipeline.storage.urls import InputSource, resolve_source
+
+# job type -> (module, class) of its settings model; imported on first use because the
+# processing modules pull in OpenCV and PyAV, which the code location should not load.
+SETTINGS_MODELS: dict[str, tuple[str, str]] = {
+    "roto": ("nolly_pipeline.processing.roto", "RotoSettings"),
+    "color-grade": ("nolly_pipeline.processing.color_grade", "ColorGradeSettings"),
+    "audio-clean": ("nolly_pipeline.processing.audio_clean", "AudioCleanSettings"),
+}
 
 
 @dataclass(frozen=True)
 class JobSpec:
     job_type: JobType
-    source: ObjectRef
+    source: InputSource
     settings: dict[str, Any]
 
 
@@ -32,17 +48,28 @@ def job_type_of(row: JobRow) -> JobType:
     return job_type
 
 
-def validate_row(row: JobRow, public_base_url: str | None, predictor: Predictor) -> JobSpec:
-    """Return what the job asks for, or raise a :class:`NollyError` saying what is wrong."""
+def settings_model(job_type: JobType) -> type[BaseModel]:
+    module, name = SETTINGS_MODELS[job_type.name]
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_row(
+    row: JobRow, public_base_url: str | None, predictor: Predictor, allowed_hosts: Collection[str]
+) -> JobSpec:
+    """Return what the job asks for, or raise a :class:`NollyError` saying what is wrong.
+
+    ``allowed_hosts`` are the web hosts an http(s) ``file_url`` may name (none: storage only).
+    """
     job_type = job_type_of(row)
     data = row.input_data
     if not isinstance(data, dict):
         raise InputError("input_data must be a JSON object with file_url and settings")
-    source = resolve_input_url(data.get("file_url"), public_base_url, row.user_id)
+    source = resolve_source(data.get("file_url"), public_base_url, row.user_id, allowed_hosts)
     settings = data.get("settings")
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
         raise InputError(f"input_data.settings must be a JSON object, got {type(settings).__name__}")
     predictor.validate(settings)
+    parse_settings(settings_model(job_type), settings)
     return JobSpec(job_type=job_type, source=source, settings=settings)

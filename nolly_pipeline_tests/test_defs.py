@@ -30,7 +30,7 @@ def test_embedded_default_needs_no_configuration(clean_env: Path) -> None:
     assert sorted(j for j in repo.job_names if not j.startswith("__")) == [
         "audio_clean_job", "color_grade_job", "roto_job"
     ]
-    assert sorted(s.name for s in repo.sensor_defs) == ["job_reconciler", "pending_jobs_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["job_cancellations", "job_reconciler", "pending_jobs_sensor"]
     assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == [
         "audio_clean", "color_grade", "roto"
     ]

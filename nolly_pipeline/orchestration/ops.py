@@ -10,7 +10,7 @@ is not retried and whose description is the readable message the failure hook wr
 
 import mimetypes
 import re
-import time
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,9 +19,10 @@ from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext,
 
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.errors import NollyError, TransientError, internal_error_message
 from nolly_pipeline.inputs import acquire_input
-from nolly_pipeline.errors import NollyError, StaleRunError, TransientError, internal_error_message
 from nolly_pipeline.orchestration.resources import (
+    InputPolicyResource,
     JobStoreResource,
     ObjectStorageResource,
     PredictorsResource,
@@ -31,11 +32,10 @@ from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, PARENT_RUN_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import S3ObjectStore
-from nolly_pipeline.storage.urls import ObjectRef, resolve_input_url
+from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url
 from nolly_pipeline.validation import validate_row
 
 TRANSIENT_RETRY = RetryPolicy(max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-HEARTBEAT_SECONDS = 10.0
 # Lifetime of a presigned input URL handed to a remote backend.
 SOURCE_URL_SECONDS = 3600
 
@@ -67,31 +67,61 @@ def job_errors(step: str) -> Iterator[None]:
         raise Failure(description=internal_error_message(exc, step), allow_retries=False) from exc
 
 
-def own_row(context: OpExecutionContext, job_store: JobStoreResource) -> tuple[JobStore, JobRow]:
-    store = job_store.store()
-    return store, store.start_run(context.partition_key, run_identity(context))
-
-
 class Heartbeat:
-    """Progress callback that touches the row at most every ``HEARTBEAT_SECONDS``.
+    """Touches the job row from a background thread while an op works on it.
 
-    If the row no longer belongs to this run (a newer attempt, a cancellation), the next
-    beat raises :class:`StaleRunError`, which stops the processing loop that called it.
+    The reconciler treats a ``running`` row whose ``updated_at`` is older than its timeout
+    as belonging to a dead worker (``kill -9``, OOM, lost machine): the thread dies with the
+    process, so the heartbeat stops exactly when the work does. When a beat finds the row
+    canceled or taken over, the next progress report (or the end of the op) raises, which
+    stops local processing loops and remote polling alike.
     """
 
-    def __init__(self, store: JobStore, row: JobRow, run_id: str, context: OpExecutionContext) -> None:
-        self.store, self.row, self.run_id, self.context = store, row, run_id, context
-        self.last = time.monotonic()
+    def __init__(self, store: JobStore, row: JobRow, run_id: str, interval: float) -> None:
+        self.store, self.row, self.run_id, self.interval = store, row, run_id, interval
+        self._stop = threading.Event()
+        self._error: NollyError | None = None
+        self._progress: float | None = None
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{row.id}", daemon=True)
 
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last < HEARTBEAT_SECONDS:
-            return
-        self.last = now
-        if not self.store.heartbeat(self.row.id, self.run_id):
-            raise StaleRunError(f"job {self.row.id} was taken over while processing")
-        if total:
-            self.context.log.info(f"progress {done}/{total}")
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self.check()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.row.id, self.run_id, self._progress)
+            except NollyError as error:
+                self._error = error
+                return
+            except Exception:  # noqa: BLE001 - a database blip must not kill the heartbeat
+                continue
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def progress(self, done: int, total: int) -> None:
+        """The processing callback: record the fraction done, and stop if told to."""
+        if total > 0:
+            self._progress = min(1.0, done / total)
+        self.check()
+
+
+@contextmanager
+def owned_row(context: OpExecutionContext, job_store: JobStoreResource) -> Iterator[tuple[JobRow, Heartbeat]]:
+    """Take (or re-confirm) the row for this run and keep its heartbeat going meanwhile."""
+    store = job_store.store()
+    row = store.start_run(context.partition_key, run_identity(context))
+    with Heartbeat(store, row, context.run_id, job_store.heartbeat_seconds) as beat:
+        yield row, beat
 
 
 @op(retry_policy=TRANSIENT_RETRY)
@@ -101,12 +131,14 @@ def download(
     storage: ObjectStorageResource,
     predictors: PredictorsResource,
     scratch: ScratchResource,
+    inputs: InputPolicyResource,
 ) -> MediaBundle:
-    """Fetch the job's input from storage into the run's scratch space."""
-    with job_errors("download"):
-        _, row = own_row(context, job_store)
-        spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type))
-        acquired = acquire_input(spec, storage.store(), scratch.run_dir(context.run_id) / "source")
+    """Fetch the job's input (storage or an allowed web host) into scratch and check it."""
+    with job_errors("download"), owned_row(context, job_store) as (row, _):
+        spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type), inputs.allowed_hosts)
+        acquired = acquire_input(
+            spec, storage.store(), inputs.fetcher(), inputs.limits(), scratch.run_dir(context.run_id) / "source"
+        )
         context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size})
         return MediaBundle.single(
             acquired.path,
@@ -124,12 +156,12 @@ def predict(
     storage: ObjectStorageResource,
     predictors: PredictorsResource,
     scratch: ScratchResource,
+    inputs: InputPolicyResource,
 ) -> MediaBundle:
     """Run the type's backend (local processing or Replicate) on the downloaded input."""
-    with job_errors("predict"):
-        store, row = own_row(context, job_store)
+    with job_errors("predict"), owned_row(context, job_store) as (row, beat):
         predictor = predictors.predictor(row.type)
-        spec = validate_row(row, storage.public_base_url, predictor)
+        spec = validate_row(row, storage.public_base_url, predictor, inputs.allowed_hosts)
         work = scratch.run_dir(context.run_id) / f"predict-{context.retry_number}"
         objects = storage.store()
 
@@ -147,7 +179,7 @@ def predict(
                 source_url=_remote_source_url(storage, spec.source),
                 settings=spec.settings,
                 work_dir=work / "out",
-                progress=Heartbeat(store, row, context.run_id, context),
+                progress=beat.progress,
                 fetch_asset=fetch_asset,
             )
         )
@@ -167,8 +199,7 @@ def publish(
     The key comes from the row, never from the job's input, so a user cannot choose where
     an output lands. The success hook writes the returned ``output_data`` to the row.
     """
-    with job_errors("publish"):
-        _, row = own_row(context, job_store)
+    with job_errors("publish"), owned_row(context, job_store) as (row, _):
         objects = storage.store()
         files = []
         for index, f in enumerate(result.files):
@@ -196,12 +227,15 @@ def publish(
         return output_data
 
 
-def _remote_source_url(storage: ObjectStorageResource, ref: ObjectRef) -> str | None:
+def _remote_source_url(storage: ObjectStorageResource, ref: InputSource) -> str | None:
     """A URL a remote backend can fetch the input from, so it need not be re-uploaded.
 
-    None when the original object is gone (a re-execution after the upload was deleted) or
-    storage is local: the backend then uploads the downloaded copy instead.
+    None when the original object is gone (a re-execution after the upload was deleted),
+    storage is local, or the input came from a web host (the copy we checked is what the
+    backend gets, not whatever that host serves next): the backend uploads the local copy.
     """
+    if not isinstance(ref, ObjectRef):
+        return None
     objects = storage.store()
     if not objects.exists(ref.bucket, ref.key):
         return None

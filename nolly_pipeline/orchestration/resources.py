@@ -14,8 +14,10 @@ from dagster import ConfigurableResource
 
 from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore
+from nolly_pipeline.inputs import InputLimits
 from nolly_pipeline.predictors.base import Predictor
 from nolly_pipeline.predictors.registry import PredictorConfig, build_predictor
+from nolly_pipeline.storage.http_fetch import HttpFetcher
 from nolly_pipeline.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from nolly_pipeline.storage.urls import ObjectRef, public_url
 
@@ -38,6 +40,8 @@ class JobStoreResource(ConfigurableResource):
     """The ``jobs`` and ``notifications`` tables."""
 
     database_url: str
+    # How often a working run touches its row; see the reconciler's heartbeat timeout.
+    heartbeat_seconds: float = 10.0
 
     def store(self) -> JobStore:
         return JobStore(get_engine(self.database_url))
@@ -66,6 +70,21 @@ class ObjectStorageResource(ConfigurableResource):
         if self.public_base_url:
             return public_url(self.public_base_url, ref)
         return store.native_url(ref.bucket, ref.key)
+
+
+class InputPolicyResource(ConfigurableResource):
+    """Which web hosts a job's file_url may name, and how big and long an input may be."""
+
+    allowed_hosts: list[str]
+    max_input_bytes: int
+    # job type -> seconds
+    max_duration_seconds: dict[str, float]
+
+    def limits(self) -> InputLimits:
+        return InputLimits(max_bytes=self.max_input_bytes, max_duration_seconds=self.max_duration_seconds)
+
+    def fetcher(self) -> HttpFetcher:
+        return HttpFetcher(self.allowed_hosts)
 
 
 class PredictorsResource(ConfigurableResource):

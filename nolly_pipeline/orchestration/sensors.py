@@ -22,9 +22,14 @@ from dagster import (
 )
 
 from nolly_pipeline.db.jobs import JobRow, JobStore
-from nolly_pipeline.errors import NollyError
+from nolly_pipeline.errors import CanceledError, NollyError, PermanentError
 from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
-from nolly_pipeline.orchestration.resources import JobStoreResource, ObjectStorageResource, PredictorsResource
+from nolly_pipeline.orchestration.resources import (
+    InputPolicyResource,
+    JobStoreResource,
+    ObjectStorageResource,
+    PredictorsResource,
+)
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG, JOB_TYPE_TAG, USER_ID_TAG
 from nolly_pipeline.predictors.base import Predictor
 from nolly_pipeline.validation import validate_row
@@ -49,12 +54,23 @@ def run_request_for(row: JobRow) -> RunRequest:
     )
 
 
+def refuse_unrunnable(row: JobRow) -> None:
+    """Rows that must not start a new attempt at all: canceled, or out of attempts."""
+    if row.cancel_requested_at is not None:
+        raise CanceledError()
+    if row.attempt > row.max_attempts:
+        raise PermanentError(
+            f"this job has used all {row.max_attempts} attempts; submit it again as a new job"
+        )
+
+
 def dispatch(
     store: JobStore,
     public_base_url: str | None,
     predictors: PredictorsResource,
     batch_size: int,
     log: "object",
+    allowed_hosts: list[str],
 ) -> tuple[list[RunRequest], dict[str, list[str]], int]:
     """Claim new rows; return run requests, new partition keys per type and rejected count."""
     requests: list[RunRequest] = []
@@ -63,8 +79,9 @@ def dispatch(
     cache: dict[str, Predictor] = {}
     for row in store.claim_dispatchable(batch_size):
         try:
+            refuse_unrunnable(row)
             predictor = cache.get(row.type) or cache.setdefault(row.type, predictors.predictor(row.type))
-            validate_row(row, public_base_url, predictor)
+            validate_row(row, public_base_url, predictor, allowed_hosts)
             request = run_request_for(row)
         except NollyError as exc:
             message = exc.message
@@ -94,9 +111,10 @@ def build_dispatch_sensor(interval_seconds: int, batch_size: int) -> SensorDefin
         job_store: JobStoreResource,
         storage: ObjectStorageResource,
         predictors: PredictorsResource,
+        inputs: InputPolicyResource,
     ) -> SensorResult | SkipReason:
         requests, partitions, rejected = dispatch(
-            job_store.store(), storage.public_base_url, predictors, batch_size, context.log
+            job_store.store(), storage.public_base_url, predictors, batch_size, context.log, inputs.allowed_hosts
         )
         if not requests and not rejected:
             return SkipReason("no new pending jobs")

@@ -82,7 +82,9 @@ class ReplicatePredictor:
     clock: Callable[[], float] = time.monotonic
 
     def validate(self, settings: Mapping[str, Any]) -> None:
-        """Remote models validate their own inputs; nothing to check locally."""
+        """Nothing backend-specific: :func:`nolly_pipeline.validation.validate_row` checks the
+        settings against the job type's settings model for every backend (this predictor is
+        not told its job type), and the remote model checks what it is sent."""
 
     def predict(self, request: PredictionRequest) -> ProcessingResult:
         with ExitStack() as stack:
@@ -93,7 +95,13 @@ class ReplicatePredictor:
                 file_value = stack.enter_context(open(request.source, "rb"))
             prediction = self._create(self.model.build_input(file_value, request.settings))
         prediction_id = prediction["id"]
-        final = self._wait(prediction_id, request)
+        try:
+            final = self._wait(prediction_id, request)
+        except BaseException:
+            # Timeout, cancellation by the user, a lost row or the run being terminated:
+            # stop paying for a prediction nobody will collect. (No-op if already final.)
+            self._cancel(prediction_id)
+            raise
         files = list(self._download_outputs(final.get("output"), request.work_dir))
         if not files:
             raise PermanentError(f"Replicate prediction {prediction_id} succeeded but returned no file")
@@ -139,7 +147,6 @@ class ReplicatePredictor:
                 # must not throw away a prediction that is still running remotely.
                 failed_polls += 1
                 if failed_polls >= MAX_FAILED_POLLS or self.clock() >= deadline:
-                    self._cancel(prediction_id)
                     raise
                 self.sleep(self.poll_seconds)
                 continue
@@ -151,7 +158,6 @@ class ReplicatePredictor:
                 detail = _short(data.get("error")) or "no error message"
                 raise PermanentError(f"Replicate prediction {status}: {detail}")
             if self.clock() >= deadline:
-                self._cancel(prediction_id)
                 raise PermanentError(
                     f"Replicate prediction timed out after {self.timeout_seconds:g} s and was canceled"
                 )

@@ -77,6 +77,7 @@ class RotoSettings(BaseModel):
     smoothing: float = Field(default=0.6, ge=0.0, le=1.0)
     # Snap the upsampled matte to picture edges (hair, shoulders); about 25 ms per 1080p frame.
     refine_edges: bool = False
+    description: str | None = None  # free text the seed frontend sends; not used by processing
 
 
 def roto(

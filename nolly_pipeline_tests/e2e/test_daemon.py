@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
+from nolly_pipeline_tests.media import tiny_video, tiny_wav
 
 ROTO_VERSION = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 AUDIO_VERSION = "93266a7e7f5805fb79bcf213b1a4e0ef2e45aff3c06eefd96c59e850c87fd6a2"
@@ -34,9 +36,39 @@ def insert(engine: sa.Engine, job_type: str, input_data: object, user: uuid.UUID
         ).scalar_one()
 
 
+# Distinctive secrets: they must not show up in logs, tags, run config, rows or notifications.
+SECRETS = {
+    "REPLICATE_API_TOKEN": "r8_TopSecretTokenValue123",
+    "AWS_ACCESS_KEY_ID": "AKIASECRETKEYID00001",
+    "AWS_SECRET_ACCESS_KEY": "wJalrSecretAccessKeyValue000",
+}
+DB_PASSWORD = "pw_DbSecretPassword42"  # trust auth here accepts any password
+
+
+def with_password(url: str) -> str:
+    parsed = sa.make_url(url)
+    return parsed.set(password=DB_PASSWORD).render_as_string(hide_password=False)
+
+
+def assert_no_secrets(texts: dict[str, str]) -> None:
+    for where, text in texts.items():
+        for secret in [*SECRETS.values(), DB_PASSWORD]:
+            assert secret not in text, f"secret {secret[:6]}... leaked into {where}"
+
+
+@pytest.fixture
+def secret_replicate() -> "Iterator[FakeReplicate]":
+    with FakeReplicate(token=SECRETS["REPLICATE_API_TOKEN"]) as fake:
+        yield fake
+
+
 def test_daemon_processes_rows_from_the_frontend(
-    tmp_path: Path, pg_store: JobStore, postgres_url: str, s3_endpoint: str, fake_replicate: FakeReplicate
+    tmp_path: Path, pg_store: JobStore, postgres_url: str, s3_endpoint: str, secret_replicate: FakeReplicate,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    fake_replicate = secret_replicate
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, SECRETS[key])
     fake_replicate.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=2))
     fake_replicate.set_behavior(AUDIO_VERSION, Behavior(starting=0, processing=1))
     fake_replicate.set_behavior("studio/grade", Behavior(starting=0, processing=1))
@@ -44,25 +76,26 @@ def test_daemon_processes_rows_from_the_frontend(
     intermediates = f"inter-{uuid.uuid4().hex[:8]}"
     s3.ensure_buckets(("vfx-assets", "audio-uploads", "outputs", intermediates))
     user = uuid.uuid4()
-    sources = {"roto": ("vfx-assets", b"roto-clip"), "color-grade": ("vfx-assets", b"grade-clip"),
-               "audio-clean": ("audio-uploads", b"voice-take")}
+    sources = {"roto": ("vfx-assets", tiny_video(5)), "color-grade": ("vfx-assets", tiny_video(7)),
+               "audio-clean": ("audio-uploads", tiny_wav())}
     payload = tmp_path / "payload"
     urls = {}
     for job_type, (bucket, data) in sources.items():
         payload.write_bytes(data)
-        s3.upload(payload, bucket, f"{user}/{job_type}.bin")
-        urls[job_type] = f"s3://{bucket}/{user}/{job_type}.bin"
+        name = f"{job_type}.{'wav' if bucket == 'audio-uploads' else 'mp4'}"
+        s3.upload(payload, bucket, f"{user}/{name}")
+        urls[job_type] = f"s3://{bucket}/{user}/{name}"
 
     with services.postgres_database("nolly_dagster") as dagster_storage_url:
         home = tmp_path / "dagster_home"
         write_instance_yaml(home, dagster_storage_url)
         env = {
             "DAGSTER_HOME": str(home),
-            "NOLLY_DATABASE_URL": postgres_url,
+            "NOLLY_DATABASE_URL": with_password(postgres_url),
             "NOLLY_STORAGE": "s3",
             "NOLLY_S3_ENDPOINT_URL": s3_endpoint,
             "NOLLY_INTERMEDIATE_BUCKET": intermediates,
-            "REPLICATE_API_TOKEN": "test-token",
+            **SECRETS,
             "REPLICATE_BASE_URL": fake_replicate.base_url,
             "NOLLY_REPLICATE_POLL_SECONDS": "0.2",
             "NOLLY_REPLICATE_MODEL_COLOR_GRADE": "studio/grade",
@@ -102,10 +135,24 @@ def test_daemon_processes_rows_from_the_frontend(
 
         # Dagster's own records: exactly one run per dispatched job, tagged for the UI.
         instance = DagsterInstance.from_config(str(home))
+        texts = {"daemon log": (tmp_path / "daemon.log").read_text()}
         try:
             for job_id in good.values():
                 runs = instance.get_runs(filters=RunsFilter(tags={"nolly/job_id": str(job_id)}))
                 assert len(runs) == 1 and runs[0].tags["nolly/attempt"] == "1"
+                run = runs[0]
+                texts[f"run {run.run_id} tags"] = json.dumps(dict(run.tags))
+                texts[f"run {run.run_id} config"] = json.dumps(run.run_config, default=str)
+                texts[f"run {run.run_id} events"] = "\n".join(
+                    repr(entry) for entry in instance.all_logs(run.run_id)
+                )
             assert not instance.get_runs(filters=RunsFilter(tags={"nolly/job_id": str(bad_type)}))
         finally:
             instance.dispose()
+        for path in home.rglob("*"):
+            if path.is_file():
+                texts[str(path)] = path.read_bytes().decode("utf-8", "replace")
+        with engine.connect() as conn:
+            texts["jobs"] = repr(conn.execute(sa.text("SELECT * FROM jobs")).all())
+            texts["notifications"] = repr(conn.execute(sa.text("SELECT * FROM notifications")).all())
+        assert_no_secrets(texts)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from dagster import DagsterEventType
 
 from nolly_pipeline.db.tables import jobs
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 
@@ -26,7 +27,7 @@ def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) 
 
 def test_pending_row_becomes_done_with_output_and_notification(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=2))
-    url = pipeline.upload_input("clip.mp4", b"clip-bytes", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url, "settings": {}}, user_id)
 
     (request,) = pipeline.tick()
@@ -43,14 +44,14 @@ def test_pending_row_becomes_done_with_output_and_notification(pipeline: Pipelin
     assert out["storage_path"].startswith(f"{user_id}/{job_id}/a1/")
     dest = pipeline.settings.work_dir.parent / "check.bin"
     pipeline.s3.download("outputs", out["storage_path"], dest)
-    assert dest.read_bytes() == b"FAKE-REPLICATE:clip-bytes"
+    assert dest.read_bytes() == b"FAKE-REPLICATE:" + tiny_video()
     (note,) = pipeline.store.notifications_for(job_id)
     assert note["kind"] == "job_done" and note["user_id"] == user_id and note["title"] == "Rotoscoping finished"
 
 
 def test_model_failure_is_written_back_readably(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     pipeline.fake.set_behavior("studio/grade", Behavior(final_status="failed", error="unsupported pixel format"))
-    url = pipeline.upload_input("clip.mp4", b"x", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "color-grade", {"file_url": url, "settings": {}}, user_id)
     (request,) = pipeline.tick()
     assert not pipeline.execute(request).success
@@ -71,7 +72,7 @@ def test_missing_input_object_fails_with_message(pipeline: Pipeline, user_id: uu
 def test_transient_replicate_error_is_retried_inside_the_run(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
     pipeline.fake.inject("POST", "/v1/predictions", 503, times=1)
-    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()
     result = pipeline.execute(request)
@@ -106,7 +107,7 @@ def test_malformed_rows_fail_in_the_tick_while_good_rows_dispatch(
 
 def test_retry_from_frontend_launches_a_new_attempt(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     pipeline.fake.set_behavior(ROTO_MODEL, Behavior(final_status="failed", error="flaky GPU"))
-    url = pipeline.upload_input("clip.mp4", b"abc", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (first,) = pipeline.tick()
     pipeline.execute(first)

@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, execute_job, reconstructable
 
 from nolly_pipeline.definitions import build_definitions
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
@@ -27,7 +28,7 @@ def test_reexecution_from_failure_does_not_download_again(
     pipeline: Pipeline, user_id: uuid.UUID, tmp_path: Path
 ) -> None:
     pipeline.fake.set_behavior(ROTO_MODEL, Behavior(final_status="failed", error="GPU lost"))
-    url = pipeline.upload_input("clip.mp4", b"only-once", user=user_id)
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()
 
@@ -56,5 +57,5 @@ def test_reexecution_from_failure_does_not_download_again(
     assert row.status == "done" and row.attempt == 1
     out = tmp_path / "out.bin"
     pipeline.s3.download("outputs", row.output_data["storage_path"], out)
-    assert out.read_bytes() == b"FAKE-REPLICATE:only-once"
+    assert out.read_bytes() == b"FAKE-REPLICATE:" + tiny_video()
     assert [n["kind"] for n in pipeline.store.notifications_for(job_id)] == ["job_failed", "job_done"]
