@@ -73,6 +73,8 @@ class Settings:
     sensor_interval_seconds: int
     heartbeat_seconds: float
     heartbeat_timeout_seconds: float
+    reconciler_interval_seconds: int
+    dispatch_grace_seconds: float
     sensor_batch_size: int
     replicate_timeout_seconds: float
     replicate_poll_seconds: float
@@ -136,6 +138,8 @@ class Settings:
             sensor_interval_seconds=int(_env("NOLLY_SENSOR_INTERVAL_SECONDS", env) or 60),
             heartbeat_seconds=float(_env("NOLLY_HEARTBEAT_SECONDS", env) or 10),
             heartbeat_timeout_seconds=float(_env("NOLLY_HEARTBEAT_TIMEOUT_SECONDS", env) or 300),
+            reconciler_interval_seconds=int(_env("NOLLY_RECONCILER_INTERVAL_SECONDS", env) or 30),
+            dispatch_grace_seconds=float(_env("NOLLY_DISPATCH_GRACE_SECONDS", env) or 120),
             sensor_batch_size=int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200),
             intermediate_bucket=_env("NOLLY_INTERMEDIATE_BUCKET", env) or DEFAULT_INTERMEDIATE_BUCKET,
             intermediate_prefix=(_env("NOLLY_INTERMEDIATE_PREFIX", env) or "dagster-io").strip("/"),

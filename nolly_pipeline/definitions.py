@@ -28,7 +28,6 @@ from nolly_pipeline.orchestration.resources import (
 )
 from nolly_pipeline.orchestration.sensors import build_dispatch_sensor
 
-RECONCILER_INTERVAL_SECONDS = 30
 CANCELLATION_INTERVAL_SECONDS = 5
 
 
@@ -87,8 +86,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         sensors=[
             build_dispatch_sensor(settings.sensor_interval_seconds, settings.sensor_batch_size),
             build_reconciler_sensor(
-                RECONCILER_INTERVAL_SECONDS,
-                ReconcilerPolicy(heartbeat_timeout=dt.timedelta(seconds=settings.heartbeat_timeout_seconds)),
+                settings.reconciler_interval_seconds,
+                ReconcilerPolicy(
+                    dispatch_grace=dt.timedelta(seconds=settings.dispatch_grace_seconds),
+                    heartbeat_timeout=dt.timedelta(seconds=settings.heartbeat_timeout_seconds),
+                ),
             ),
             build_cancellation_sensor(CANCELLATION_INTERVAL_SECONDS),
         ],
