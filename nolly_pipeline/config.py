@@ -68,6 +68,8 @@ class Settings:
     s3_endpoint_url: str | None
     aws_region: str | None
     public_base_url: str | None
+    output_url_mode: Literal["public", "signed"]
+    signed_url_seconds: int
     replicate_enabled: bool
     replicate_base_url: str | None
     sensor_interval_seconds: int
@@ -103,6 +105,12 @@ class Settings:
         if storage not in ("local", "s3"):
             raise ValueError(f"NOLLY_STORAGE must be 'local' or 's3', got {storage!r}")
         public = _env("NOLLY_PUBLIC_BASE_URL", env)
+        url_mode = (_env("NOLLY_OUTPUT_URL_MODE", env) or "public").lower()
+        if url_mode not in ("public", "signed"):
+            raise ValueError(f"NOLLY_OUTPUT_URL_MODE must be 'public' or 'signed', got {url_mode!r}")
+        signed_seconds = int(_env("NOLLY_SIGNED_URL_SECONDS", env) or 7 * 24 * 3600)
+        if not 1 <= signed_seconds <= 7 * 24 * 3600:
+            raise ValueError("NOLLY_SIGNED_URL_SECONDS must be between 1 and 604800 (S3's limit)")
         replicate_enabled = _env("REPLICATE_API_TOKEN", env) is not None
         backends: dict[str, str] = {}
         models: dict[str, tuple[str | None, str | None]] = {}
@@ -128,6 +136,8 @@ class Settings:
             s3_endpoint_url=_env("NOLLY_S3_ENDPOINT_URL", env),
             aws_region=_env("AWS_REGION", env) or _env("AWS_DEFAULT_REGION", env),
             public_base_url=public.rstrip("/") if public else None,
+            output_url_mode=url_mode,  # type: ignore[arg-type]
+            signed_url_seconds=signed_seconds,
             replicate_enabled=replicate_enabled,
             replicate_base_url=_env("REPLICATE_BASE_URL", env),
             replicate_timeout_seconds=float(_env("NOLLY_REPLICATE_TIMEOUT_SECONDS", env) or 1800),

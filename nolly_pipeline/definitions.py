@@ -48,6 +48,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         access_key_id=_secret("AWS_ACCESS_KEY_ID"),
         secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
         public_base_url=settings.public_base_url,
+        output_url_mode=settings.output_url_mode,
+        signed_url_seconds=settings.signed_url_seconds,
     )
     scratch = ScratchResource(root=str(settings.work_dir))
     return {

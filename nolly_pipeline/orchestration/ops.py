@@ -208,7 +208,7 @@ def publish(
             files.append(
                 {
                     "role": f.role,
-                    "url": storage.url_for(objects, ObjectRef(OUTPUT_BUCKET, key)),
+                    "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, key)),
                     "storage_path": key,
                     "content_type": f.content_type,
                     "bytes": f.path.stat().st_size,

@@ -65,11 +65,27 @@ class ObjectStorageResource(ConfigurableResource):
             )
         return LocalObjectStore(Path(self.local_dir))
 
+    # "public": the seed's behaviour (public bucket URLs); "signed": presigned, expiring URLs.
+    output_url_mode: str = "public"
+    signed_url_seconds: int = 7 * 24 * 3600
+
     def url_for(self, store: ObjectStore, ref: ObjectRef) -> str:
-        """The URL the frontend gets for an output object."""
+        """The object's public URL when a public base is configured, else its native URL."""
         if self.public_base_url:
             return public_url(self.public_base_url, ref)
         return store.native_url(ref.bucket, ref.key)
+
+    def output_url(self, store: ObjectStore, ref: ObjectRef) -> str:
+        """The URL the frontend gets for an output object, per ``NOLLY_OUTPUT_URL_MODE``.
+
+        Signed URLs expire; ``storage_path`` stays in ``output_data`` so a link can be re-signed.
+        Local storage cannot sign, so it keeps its ``file://`` URL.
+        """
+        if self.output_url_mode == "signed":
+            signed = store.presigned_url(ref.bucket, ref.key, self.signed_url_seconds)
+            if signed:
+                return signed
+        return self.url_for(store, ref)
 
 
 class InputPolicyResource(ConfigurableResource):

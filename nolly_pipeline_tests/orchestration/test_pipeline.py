@@ -121,3 +121,24 @@ def test_retry_from_frontend_launches_a_new_attempt(pipeline: Pipeline, user_id:
     row = pipeline.store.get(job_id)
     assert row.status == "done" and row.attempt == 2 and "/a2/" in row.output_data["storage_path"]
     assert [n["kind"] for n in pipeline.store.notifications_for(job_id)] == ["job_failed", "job_done"]
+
+
+def test_signed_output_urls_expire_and_serve_the_file(
+    pipeline: Pipeline, user_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from nolly_pipeline.config import Settings
+    from nolly_pipeline.definitions import build_definitions
+
+    monkeypatch.setenv("NOLLY_OUTPUT_URL_MODE", "signed")
+    monkeypatch.setenv("NOLLY_SIGNED_URL_SECONDS", "600")
+    pipeline.defs = build_definitions(Settings.from_env())
+    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
+    job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
+    (request,) = pipeline.tick()
+    assert pipeline.execute(request).success
+    output_url = pipeline.store.get(job_id).output_data["output_url"]
+    assert output_url.startswith("http://127.0.0.1") and "Expires=" in output_url
+    assert httpx.get(output_url).content == b"FAKE-REPLICATE:" + tiny_video()
