@@ -1,12 +1,14 @@
-"""Dialogue clean-up: denoise, high-pass, then two-pass EBU R128 loudness normalisation.
+"""Dialogue clean-up: denoise, high-pass, then loudness normalisation under a true-peak ceiling.
 
-Pass 1 streams the decoded audio (resampled to 48 kHz float, RNNoise's native rate) through
-the denoiser, FFmpeg's ``highpass`` and ``ebur128`` meter into a float WAV scratch file.
-Pass 2 streams that file through ``loudnorm`` given the pass-1 measurements (``linear=true``):
-a plain gain when the true-peak limit allows it, otherwise loudnorm's own look-ahead
-true-peak limiter. A single-pass loudnorm would have to guess the programme loudness, and
-pyloudnorm-style gain alone clips peaks, so two passes are what make both the ±1 LU target
-and the true-peak ceiling hold. Nothing holds more than a chunk of samples in memory.
+Pass 1 streams the decoded audio (resampled to 48 kHz, RNNoise's native rate, when
+denoising) through the denoiser and a high-pass, back to the source rate, and into a raw
+float scratch file, metering BS.1770 loudness and true peak on the way. Pass 2 streams that
+file through one gain (target minus measured loudness) and a look-ahead true-peak limiter,
+then encodes. Measuring first is what lets a plain gain hit the ±1 LU target; the limiter
+is what keeps the ceiling without loudnorm's dynamic mode (which misses the target by
+several LU). Lossy encoders add overshoot, so their output is decoded and re-measured, and
+pass 2 repeats with a corrected gain and ceiling if it missed. Nothing holds more than a
+block of samples in memory.
 
 Video inputs keep their video packets untouched; only the audio is re-encoded.
 """
@@ -14,21 +16,22 @@ Video inputs keep their video packets untouched; only the audio is re-encoded.
 from __future__ import annotations
 
 import ctypes
-import math
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import BinaryIO, Iterable, Iterator, Literal
 
 import av
 import av.error
-import av.filter
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
+from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakLimiter, TruePeakMeter
 from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
@@ -38,12 +41,18 @@ from nolly_pipeline.processing.media import (
     remux_packet,
 )
 
-WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; everything in pass 1 uses it
+WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
+_BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "libmp3lame", "libopus", "libvorbis"}
 # FFmpeg names encoders differently from the codecs they produce for a few formats.
 _ENCODER_NAMES = {"mp3": "libmp3lame", "opus": "libopus", "vorbis": "libvorbis"}
-# Lossy encoders add inter-sample overshoot after normalisation; aim this much below the limit.
+# Aim this far under the true-peak limit: meters differ slightly, PCM rounds to 16 bits.
+_PEAK_SAFETY_DB = 0.1
+# Lossy encoders add inter-sample overshoot after limiting; first try this much headroom.
 _LOSSY_PEAK_MARGIN_DB = 1.0
+_LOUDNESS_TOLERANCE_LU = 0.3  # re-run pass 2 when the output misses the target by more
+_MAX_ENCODES = 3  # lossy output: encode, decode, correct
+_MAX_GAIN_STEPS = 4  # dry runs to find the gain when the limiter is working
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
@@ -64,15 +73,81 @@ class AudioCleanSettings(BaseModel):
 # --------------------------------------------------------------------------- denoisers
 
 
+class _WienerPostFilter:
+    """Wiener filter on the noisy input, with RNNoise's output as the speech estimate.
+
+    RNNoise applies one gain per 22 bands, so noise between speech harmonics survives;
+    pink noise, loud where voiced speech is, suffers most. Here, per 25 Hz bin, the speech
+    power is RNNoise's output power and the noise power is a stationary estimate averaged
+    over frames RNNoise's voice activity detector calls non-speech, and the gain
+    ``S / (S + N)`` is applied to the noisy input. Speech never meets a gate: where
+    RNNoise kept speech the gain stays near 1. Until a non-speech frame has been seen,
+    RNNoise's output passes through unchanged.
+
+    STFT: sqrt-Hann window of two hops at 50% overlap (perfect reconstruction); one hop is
+    two RNNoise frames, so its voice activity lines up with STFT frames.
+    """
+
+    hop = 960
+    _noise_threshold = 0.5  # RNNoise voice probability below which a frame is noise
+    _noise_memory = 0.995  # per noise frame: the estimate spans a few seconds of pauses
+
+    def __init__(self) -> None:
+        self._window = np.sqrt(np.hanning(2 * self.hop + 1)[:-1])
+        self._noisy = np.zeros(self.hop)
+        self._speech = np.zeros(self.hop)
+        self._vad = np.ones(4)  # two hops of per-frame voice probability, oldest first
+        self._tail = np.zeros(self.hop)
+        self._noise_sum = np.zeros(self.hop + 1)
+        self._noise_count = 0.0
+
+    def __call__(self, noisy: np.ndarray, speech: np.ndarray, vad: np.ndarray) -> np.ndarray:
+        """Filter aligned blocks (whole hops); output lags by one hop (overlap-add)."""
+        hops = len(noisy) // self.hop
+        noisy_spec = self._stft(np.concatenate([self._noisy, noisy]), hops)
+        speech_spec = self._stft(np.concatenate([self._speech, speech]), hops)
+        self._noisy, self._speech = noisy[-self.hop :], speech[-self.hop :]
+        vad = np.concatenate([self._vad, vad])
+        self._vad = vad[-4:]
+        frame_vad = np.lib.stride_tricks.sliding_window_view(vad, 4)[: 2 * hops : 2].max(axis=1)
+        self._update_noise(noisy_spec[frame_vad < self._noise_threshold])
+        if self._noise_count == 0:
+            return self._overlap_add(speech_spec)
+        noise = self._noise_sum / self._noise_count
+        speech_power = np.abs(speech_spec) ** 2
+        return self._overlap_add(noisy_spec * (speech_power / (speech_power + noise + 1e-20)))
+
+    def _stft(self, signal: np.ndarray, hops: int) -> np.ndarray:
+        frames = np.lib.stride_tricks.sliding_window_view(signal, 2 * self.hop)[:: self.hop]
+        return np.fft.rfft(frames[:hops] * self._window, axis=1)
+
+    def _update_noise(self, noise_frames: np.ndarray) -> None:
+        if len(noise_frames) == 0:
+            return
+        decay = self._noise_memory ** len(noise_frames)
+        self._noise_sum = self._noise_sum * decay + np.sum(np.abs(noise_frames) ** 2, axis=0)
+        self._noise_count = self._noise_count * decay + len(noise_frames)
+
+    def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
+        frames = np.fft.irfft(spectra, axis=1) * self._window
+        out = frames[:, : self.hop].copy()
+        out[0] += self._tail
+        out[1:] += frames[:-1, self.hop :]
+        self._tail = frames[-1, self.hop :]
+        return out.reshape(-1)
+
+
 class _RNNoise:
-    """RNNoise (recurrent network trained on speech) on one channel, 480-sample frames.
+    """RNNoise (recurrent network trained on speech) on one channel, then the post-filter.
 
     Calls the library bundled in ``pyrnnoise`` directly: its own wrapper re-creates numpy
     arrays and resampling graphs per frame, which is several times slower.
     """
 
-    frame = 480
-    latency = 960  # samples of delay between input and output, measured for pyrnnoise 0.4.5
+    _rnn_frame = 480
+    _rnn_latency = 960  # samples of delay, measured for pyrnnoise 0.4.5; = post-filter hop
+    frame = _WienerPostFilter.hop
+    latency = _rnn_latency + _WienerPostFilter.hop
 
     def __init__(self) -> None:
         from pyrnnoise import rnnoise as lib  # deferred: loads a 15 MB shared library
@@ -80,18 +155,23 @@ class _RNNoise:
         self._lib = lib.lib
         self._state = lib.create()
         self._destroy = lib.destroy
-        self._buf = np.zeros(self.frame, dtype=np.float32)
+        self._buf = np.zeros(self._rnn_frame, dtype=np.float32)
         self._ptr = self._buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        self._noisy = np.zeros(self._rnn_latency)  # input held back to line up with output
+        self._post = _WienerPostFilter()
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        out = np.empty_like(block)
-        for start in range(0, len(block), self.frame):
+        denoised = np.empty(len(block))
+        vad = np.empty(len(block) // self._rnn_frame)
+        for index, start in enumerate(range(0, len(block), self._rnn_frame)):
             # RNNoise expects int16-scaled floats.
-            np.multiply(block[start : start + self.frame], 32768.0, out=self._buf)
-            self._lib.rnnoise_process_frame(self._state, self._ptr, self._ptr)
-            out[start : start + self.frame] = self._buf
-        out *= 1.0 / 32768.0
-        return out
+            np.multiply(block[start : start + self._rnn_frame], 32768.0, out=self._buf)
+            vad[index] = self._lib.rnnoise_process_frame(self._state, self._ptr, self._ptr)
+            denoised[start : start + self._rnn_frame] = self._buf
+        denoised *= 1.0 / 32768.0
+        noisy = np.concatenate([self._noisy, block])
+        self._noisy = noisy[len(block) :]
+        return self._post(noisy[: len(block)], denoised, vad)
 
     def __del__(self) -> None:
         self._destroy(self._state)
@@ -143,93 +223,124 @@ class _Denoiser:
     """Feeds any chunk size to per-channel frame denoisers and removes their latency.
 
     Output sample *n* lines up with input sample *n*, and the total length is preserved,
-    which keeps audio in sync with a copied video stream.
+    which keeps audio in sync with a copied video stream. Each channel runs on its own
+    worker thread with one block in flight: RNNoise runs in C with the GIL released, so it
+    overlaps decoding, filtering and metering on the calling thread (and other channels).
     """
 
     def __init__(self, kind: str, channels: int) -> None:
         factory = _RNNoise if kind == "rnnoise" else _Spectral
         self._channels = [factory() for _ in range(channels)]
+        self._workers = [ThreadPoolExecutor(1) for _ in range(channels)]
         self._frame = self._channels[0].frame
-        self._to_skip = self._channels[0].latency
-        self._pending = np.zeros((channels, 0), dtype=np.float32)
+        self._latency = self._channels[0].latency
+        self._to_skip = self._latency
+        self._pending = np.zeros((channels, 0))
+        self._in_flight: list[Future] = []
         self._samples_in = 0
         self._samples_out = 0
-        # RNNoise runs in C with the GIL released (ctypes), so channels scale across cores.
-        self._pool = ThreadPoolExecutor(channels) if channels > 1 and kind == "rnnoise" else None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
+        for worker in self._workers:
+            worker.shutdown()
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
+        """Start denoising ``chunk``; returns the output of the chunk before (if any)."""
         self._samples_in += chunk.shape[1]
-        return self._run(np.concatenate([self._pending, chunk], axis=1))
+        return self._submit(np.concatenate([self._pending, chunk], axis=1))
 
     def flush(self) -> np.ndarray:
         """Push zeros through so the last real samples (held as latency) come out."""
         owed = self._samples_in - self._samples_out
-        pad = np.zeros((len(self._channels), owed + self._to_skip + self._frame), np.float32)
-        return self._run(np.concatenate([self._pending, pad], axis=1))[:, :owed]
+        pad = np.zeros((len(self._channels), self._latency + self._frame))
+        out = np.concatenate([self._submit(np.concatenate([self._pending, pad], axis=1)),
+                              self._collect()], axis=1)
+        return out[:, :owed]
 
-    def _run(self, data: np.ndarray) -> np.ndarray:
+    def _submit(self, data: np.ndarray) -> np.ndarray:
         usable = data.shape[1] - data.shape[1] % self._frame
         self._pending = data[:, usable:]
-        if usable == 0:
-            return np.zeros((len(self._channels), 0), np.float32)
-        blocks = [data[c, :usable] for c in range(len(self._channels))]
-        if self._pool is None:
-            out = np.stack([den(block) for den, block in zip(self._channels, blocks)])
-        else:
-            out = np.stack(list(self._pool.map(lambda den, block: den(block), self._channels, blocks)))
+        done = self._collect()
+        if usable:
+            self._in_flight = [worker.submit(den, data[c, :usable]) for c, (worker, den)
+                               in enumerate(zip(self._workers, self._channels))]
+        return done
+
+    def _collect(self) -> np.ndarray:
+        if not self._in_flight:
+            return np.zeros((len(self._channels), 0))
+        out = np.stack([future.result() for future in self._in_flight])
+        self._in_flight = []
         skip = min(self._to_skip, out.shape[1])
         self._to_skip -= skip
-        out = out[:, skip:]
-        self._samples_out += out.shape[1]
-        return out.astype(np.float32, copy=False)
+        self._samples_out += out.shape[1] - skip
+        return out[:, skip:]
 
 
-# --------------------------------------------------------------------------- graphs
+class _Highpass:
+    """Second-order Butterworth high-pass (rumble, handling noise), state kept across blocks."""
+
+    def __init__(self, cutoff_hz: float, rate: int, channels: int) -> None:
+        self._sos = butter(2, cutoff_hz, "highpass", fs=rate, output="sos")
+        self._state = np.zeros((len(self._sos), channels, 2))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        out, self._state = sosfilt(self._sos, block, axis=1, zi=self._state)
+        return out
 
 
-def _pull_all(graph: av.filter.Graph) -> list[av.AudioFrame]:
-    frames = []
-    while True:
-        try:
-            frames.append(graph.pull())
-        except (av.error.BlockingIOError, av.error.EOFError):
-            return frames
+# --------------------------------------------------------------------------- streams
 
 
-def _chain(graph: av.filter.Graph, *nodes) -> None:
-    for left, right in zip(nodes, nodes[1:]):
-        left.link_to(right)
-    graph.configure()
-
-
-def _frame(data: np.ndarray, layout: str, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=layout)
-    frame.sample_rate = WORK_RATE
-    frame.time_base = Fraction(1, WORK_RATE)
+def _frame(data: np.ndarray, layout: str, rate: int, pts: int | None) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data, dtype=np.float32),
+                                       format="fltp", layout=layout)
+    frame.sample_rate = rate
+    frame.time_base = Fraction(1, rate)
     frame.pts = pts
     return frame
 
 
-class _Loudness:
-    """Pass-1 measurements from FFmpeg's ``ebur128`` meter (the values loudnorm asks for)."""
+def _blocks(frames: Iterable[av.AudioFrame], size: int) -> Iterator[np.ndarray]:
+    """Re-chunk decoded frames (often ~1k samples) into ``size``-sample float64 blocks."""
+    parts: list[np.ndarray] = []
+    held = 0
+    for frame in frames:
+        parts.append(frame.to_ndarray())
+        held += frame.samples
+        if held >= size:
+            yield np.concatenate(parts, axis=1).astype(np.float64)
+            parts, held = [], 0
+    if parts:
+        yield np.concatenate(parts, axis=1).astype(np.float64)
 
-    def __init__(self) -> None:
-        self.integrated = -70.0
-        self.lra = 0.0
-        self.true_peak_db = -99.0
 
-    def update(self, frame: av.AudioFrame) -> None:
-        meta = frame.metadata
-        if "lavfi.r128.I" in meta:
-            self.integrated = float(meta["lavfi.r128.I"])
-            self.lra = float(meta["lavfi.r128.LRA"])
-        if "lavfi.r128.true_peak" in meta:
-            peak = float(meta["lavfi.r128.true_peak"])  # linear, running maximum
-            self.true_peak_db = max(self.true_peak_db, 20 * math.log10(max(peak, 1e-5)))
+class _RateConverter:
+    """Streaming sample-rate conversion of float blocks (FFmpeg's swresample)."""
+
+    def __init__(self, layout: str, rate_in: int, rate_out: int) -> None:
+        self._layout, self._rate_in = layout, rate_in
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_out)
+        self._pts = 0
+
+    def __call__(self, block: np.ndarray | None) -> np.ndarray:
+        """Convert ``block``; ``None`` flushes what the filter still holds."""
+        frame = None
+        if block is not None:
+            frame = _frame(block, self._layout, self._rate_in, self._pts)
+            self._pts += block.shape[1]
+        out = [f.to_ndarray() for f in self._resampler.resample(frame)]
+        return np.concatenate(out, axis=1).astype(np.float64) if out else np.zeros((0, 0))
+
+
+@dataclass
+class _Measured:
+    """What pass 1 learnt about the cleaned signal (at the output rate)."""
+
+    loudness: float  # LUFS
+    true_peak_db: float
+    start: float  # seconds: the audio's start time, kept to preserve A/V offset
+    channels: int
 
 
 # --------------------------------------------------------------------------- processing
@@ -255,22 +366,21 @@ def audio_clean(
     dst = out_dir / f"{src.stem}_clean{suffix}"
     ticker = ProgressTicker(progress, 2 * max(int(info.duration * 1000), 1))
 
-    with tempfile.TemporaryDirectory(prefix="nolly-audio-") as scratch:
-        stage = Path(scratch) / "stage1.wav"
-        loudness, start = _pass1(src, stage, settings, info, ticker)
-        target_peak = settings.true_peak_db
-        if _output_codec(info) in _LOSSY_CODECS:
-            target_peak -= _LOSSY_PEAK_MARGIN_DB
-        normalised = loudness.integrated > -60.0  # near-silence has no loudness to match
-        _pass2(src, stage, dst, settings, info, loudness, target_peak, start, normalised, ticker)
+    with tempfile.TemporaryFile(prefix="nolly-audio-") as scratch:
+        measured = _pass1(src, scratch, settings, info, ticker)
+        normalised = measured.loudness > -60.0  # near-silence has no loudness to match
+        output_lufs, output_peak = _normalise(src, scratch, dst, settings, info, measured,
+                                              normalised, ticker)
     ticker.finish()
     return ProcessingResult(
         files=[OutputFile(path=dst, role="audio", content_type=_CONTENT_TYPES[suffix])],
         metadata={
             "denoise": settings.denoise,
-            "input_lufs": round(loudness.integrated, 2),
-            "input_true_peak_db": round(float(loudness.true_peak_db), 2),
+            "input_lufs": round(measured.loudness, 2),
+            "input_true_peak_db": round(max(measured.true_peak_db, -99.0), 2),
             "target_lufs": settings.loudness_lufs if normalised else None,
+            "output_lufs": round(output_lufs, 2),
+            "output_true_peak_db": round(max(output_peak, -99.0), 2),
             "sample_rate": info.sample_rate,
             "channels": info.channels,
             "duration": info.duration,
@@ -284,64 +394,61 @@ def _layout_name(channels: int, stream: av.audio.stream.AudioStream) -> str:
 
 
 def _pass1(
-    src: Path, stage: Path, settings: AudioCleanSettings, info: MediaInfo, ticker: ProgressTicker
-) -> tuple[_Loudness, float]:
-    """Decode -> 48 kHz float -> denoise -> highpass -> ebur128 -> float WAV scratch file.
+    src: Path, scratch: BinaryIO, settings: AudioCleanSettings, info: MediaInfo,
+    ticker: ProgressTicker,
+) -> _Measured:
+    """Decode -> (48 kHz) -> denoise -> high-pass -> (source rate) -> meters -> raw float32.
 
-    Returns the measurements and the start time of the audio (to keep A/V offset).
+    The scratch file holds interleaved float32 at the output rate, ready for pass 2.
     """
-    loudness = _Loudness()
     start: float | None = None
-    with open_input(src) as inp, av.open(str(stage), "w", format="wav") as out:
-        a_in = inp.streams.audio[0]
-        channels = a_in.codec_context.channels
-        layout = _layout_name(channels, a_in)
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=WORK_RATE)
-        graph = av.filter.Graph()
-        nodes = [graph.add_abuffer(format="fltp", sample_rate=WORK_RATE, layout=layout,
-                                   time_base=Fraction(1, WORK_RATE))]
-        if settings.highpass_hz > 0:
-            nodes.append(graph.add("highpass", f=str(settings.highpass_hz)))
-        nodes += [graph.add("ebur128", peak="true", metadata="1"), graph.add("abuffersink")]
-        _chain(graph, *nodes)
-        a_out = out.add_stream("pcm_f32le", rate=WORK_RATE, layout=layout)
+    with open_input(src) as inp:
+        stream = inp.streams.audio[0]
+        channels = stream.codec_context.channels
+        rate = info.sample_rate or WORK_RATE
+        layout = _layout_name(channels, stream)
+        work_rate = WORK_RATE if settings.denoise != "off" else rate
+        to_work = av.AudioResampler(format="fltp", layout=layout, rate=work_rate)
+        back = _RateConverter(layout, work_rate, rate) if work_rate != rate else None
         denoiser = _Denoiser(settings.denoise, channels) if settings.denoise != "off" else None
-        written = 0
+        highpass = _Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
+        loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+
+        def store(block: np.ndarray) -> None:
+            if block.size == 0:
+                return
+            loudness.update(block)
+            peak.update(block)
+            scratch.write(np.ascontiguousarray(block.T, dtype="<f4").tobytes())
 
         def emit(block: np.ndarray) -> None:
-            nonlocal written
             if block.shape[1] == 0:
                 return
-            graph.push(_frame(block, layout, written))
-            written += block.shape[1]
-            for measured in _pull_all(graph):
-                loudness.update(measured)
-                measured.pts = None
-                out.mux(a_out.encode(measured))
-            ticker.advance(block.shape[1] * 1000 // WORK_RATE)
+            ticker.advance(block.shape[1] * 1000 // work_rate)
+            block = highpass(block) if highpass else block
+            store(back(block) if back else block)
 
         def decoded() -> Iterator[av.AudioFrame]:
-            for frame in inp.decode(a_in):
-                yield from resampler.resample(frame)
-            yield from resampler.resample(None)
+            nonlocal start
+            for frame in inp.decode(stream):
+                if start is None:
+                    start = float(frame.time or 0.0)
+                yield from to_work.resample(frame)
+            yield from to_work.resample(None)
 
-        for frame in decoded():
-            if start is None:
-                start = float(frame.time or 0.0)
-            block = frame.to_ndarray()
-            emit(denoiser.process(block) if denoiser else block)
-        if denoiser is not None:
-            emit(denoiser.flush())
-            denoiser.close()
-        graph.push(None)
-        for measured in _pull_all(graph):
-            loudness.update(measured)
-            measured.pts = None
-            out.mux(a_out.encode(measured))
-        out.mux(a_out.encode(None))
+        try:
+            for block in _blocks(decoded(), int(_BLOCK_SECONDS * work_rate)):
+                emit(denoiser.process(block) if denoiser else block)
+            if denoiser is not None:
+                emit(denoiser.flush())
+        finally:
+            if denoiser is not None:
+                denoiser.close()
+        if back is not None:
+            store(back(None))
     if start is None:
         raise InputError(f"could not decode {src.name}: no decodable audio")
-    return loudness, start
+    return _Measured(loudness.integrated(), peak.peak_db(), start, channels)
 
 
 def _output_codec(info: MediaInfo) -> str:
@@ -354,26 +461,114 @@ def _output_codec(info: MediaInfo) -> str:
     return codec
 
 
-def _pass2(
-    src: Path,
-    stage: Path,
-    dst: Path,
-    settings: AudioCleanSettings,
-    info: MediaInfo,
-    loudness: _Loudness,
-    target_peak: float,
-    start: float,
-    normalised: bool,
-    ticker: ProgressTicker,
-) -> None:
-    """Scratch WAV -> loudnorm (measured, linear) -> original rate -> encode -> mux (+video)."""
+def _normalise(
+    src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
+    measured: _Measured, normalised: bool, ticker: ProgressTicker,
+) -> tuple[float, float]:
+    """Encode with the gain that meets the loudness target under the true-peak ceiling.
+
+    Returns the output's (loudness, true peak). Lossless output is judged on the limited
+    float signal. Lossy output is decoded and re-measured, since the encoder shifts both
+    (an MP3 low-pass takes loudness, overshoot adds peak); a miss re-encodes with the
+    target moved by the encoder's loudness shift and the ceiling lowered by the overshoot.
+    """
+    lossy = _output_codec(info) in _LOSSY_CODECS
+    limit = settings.true_peak_db - _PEAK_SAFETY_DB
+    ceiling = limit - (_LOSSY_PEAK_MARGIN_DB if lossy else 0.0)
+    gain = 0.0
+    target = settings.loudness_lufs
+    for _ in range(_MAX_ENCODES):
+        if normalised:
+            gain = _solve_gain(scratch, measured, info, target, ceiling)
+        sent_lufs, sent_peak = _pass2(src, scratch, dst, info, measured, gain, ceiling, ticker)
+        if not lossy:
+            return sent_lufs, sent_peak
+        output_lufs, output_peak = _measure_file(dst)
+        miss = settings.loudness_lufs - output_lufs if normalised else 0.0
+        overshoot = output_peak - limit
+        if abs(miss) <= _LOUDNESS_TOLERANCE_LU and overshoot <= 0:
+            break
+        target = settings.loudness_lufs + (sent_lufs - output_lufs)
+        ceiling -= max(overshoot + _PEAK_SAFETY_DB, 0.0)
+    return output_lufs, output_peak
+
+
+def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target: float,
+                ceiling_db: float) -> float:
+    """Gain (dB) whose limited output measures ``target`` LUFS.
+
+    Without limiting the answer is exact: target minus measured loudness. Once the limiter
+    works, loudness grows more slowly than gain, and not even monotonically (limiting a
+    transient that dominates the gated blocks lets quieter blocks past the relative gate),
+    so the gain is found by secant steps on dry runs (limiter and meter, no encoding),
+    keeping the best seen. Material whose peak-to-loudness ratio the limiter cannot close
+    (e.g. tones RNNoise has shredded into clicks) ends at the best gain found, short of
+    the target, after a bounded number of dry runs.
+    """
+    gain = target - measured.loudness
+    if measured.true_peak_db + gain <= ceiling_db:
+        return gain
     rate = info.sample_rate or WORK_RATE
-    with open_input(src) as video_in, av.open(str(stage)) as stage_in, av.open(str(dst), "w") as out:
-        a_stage = stage_in.streams.audio[0]
-        layout = _layout_name(info.channels or 1, a_stage)
+    best, best_miss = gain, float("inf")
+    previous: tuple[float, float] | None = None
+    slope = 1.0  # output LU per dB of gain
+    for _ in range(_MAX_GAIN_STEPS):
+        meter = LoudnessMeter(rate, measured.channels)
+        blocks = _scratch_blocks(scratch, measured.channels, int(_BLOCK_SECONDS * rate))
+        for block in _limited(blocks, gain, ceiling_db, rate, measured.channels):
+            meter.update(block)
+        lufs = meter.integrated()
+        miss = target - lufs
+        if abs(miss) < abs(best_miss):
+            best, best_miss = gain, miss
+        if abs(miss) <= _LOUDNESS_TOLERANCE_LU / 2:
+            break
+        if previous is not None and gain != previous[0]:
+            slope = min(max((lufs - previous[1]) / (gain - previous[0]), 0.2), 1.0)
+        previous = (gain, lufs)
+        gain += miss / slope
+    return best
+
+
+def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
+    scratch.seek(0)
+    while True:
+        raw = scratch.read(size * channels * 4)
+        if not raw:
+            return
+        yield np.frombuffer(raw, dtype="<f4").reshape(-1, channels).T.astype(np.float64)
+
+
+def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
+             channels: int) -> Iterator[np.ndarray]:
+    """Apply the gain, then the true-peak limiter, trimming its latency."""
+    gain = 10 ** (gain_db / 20)
+    limiter = TruePeakLimiter(rate, channels, ceiling_db)
+    to_skip = limiter.latency
+    for block in blocks:
+        out = limiter(block * gain)
+        skip = min(to_skip, out.shape[1])
+        to_skip -= skip
+        yield out[:, skip:]
+    yield limiter(np.zeros((channels, limiter.latency)))[:, to_skip:]
+
+
+def _pass2(
+    src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: _Measured,
+    gain_db: float, ceiling_db: float, ticker: ProgressTicker,
+) -> tuple[float, float]:
+    """Scratch -> gain -> true-peak limiter -> encode -> mux (+ copied video).
+
+    Returns loudness and true peak of the limited signal as it went to the encoder.
+    """
+    rate = info.sample_rate or WORK_RATE
+    channels = measured.channels
+    loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+    with open_input(src) as video_in, av.open(str(dst), "w") as out:
+        src_audio = video_in.streams.audio[0]
+        layout = _layout_name(channels, src_audio)
         codec = _output_codec(info)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
-        src_audio = video_in.streams.audio[0]
         if codec in _LOSSY_CODECS:
             a_out.bit_rate = src_audio.codec_context.bit_rate or 192_000
         elif src_audio.codec_context.format.name in {f.name for f in a_out.codec.audio_formats or []}:
@@ -381,52 +576,49 @@ def _pass2(
         a_out.time_base = Fraction(1, rate)
         video_streams = [s for s in video_in.streams.video if info.kind == "video"]
         v_outs = {v.index: copy_stream(out, v) for v in video_streams}
-
-        graph = av.filter.Graph()
-        nodes = [graph.add_abuffer(template=a_stage)]
-        if normalised:
-            nodes.append(graph.add(
-                "loudnorm",
-                I=str(settings.loudness_lufs),
-                TP=str(target_peak),
-                LRA=str(min(max(loudness.lra, 7.0), 50.0)),
-                measured_I=str(loudness.integrated),
-                measured_LRA=str(max(loudness.lra, 0.1)),
-                measured_TP=str(loudness.true_peak_db),
-                # ebur128 does not export the gate; I - 10 LU is where BS.1770 puts it.
-                measured_thresh=str(loudness.integrated - 10.0),
-                linear="true",
-            ))
-        nodes += [graph.add("aresample", out_sample_rate=str(rate)), graph.add("abuffersink")]
-        _chain(graph, *nodes)
-
         video_packets = video_in.demux(*video_streams) if video_streams else iter(())
         pending_video = next(video_packets, None)
-        offset = round(start * rate)
-        written = 0
+        written = round(measured.start * rate)
 
-        def encode(frames: list[av.AudioFrame]) -> None:
-            nonlocal written, pending_video
-            for frame in frames:
-                frame.pts = offset + written
-                frame.time_base = Fraction(1, rate)
-                written += frame.samples
-                # Interleave copied video up to this audio time so the muxer never buffers much.
-                now = (offset + written) / rate
-                while pending_video is not None and (
-                    pending_video.dts is None or float(pending_video.dts * pending_video.time_base) <= now
-                ):
-                    remux_packet(out, pending_video, v_outs[pending_video.stream.index])
-                    pending_video = next(video_packets, None)
-                out.mux(a_out.encode(frame))
-                ticker.advance(frame.samples * 1000 // rate)
-
-        for frame in stage_in.decode(a_stage):
-            graph.push(frame)
-            encode(_pull_all(graph))
-        graph.push(None)
-        encode(_pull_all(graph))
+        blocks = _scratch_blocks(scratch, channels, int(_BLOCK_SECONDS * rate))
+        for block in _limited(blocks, gain_db, ceiling_db, rate, channels):
+            if block.shape[1] == 0:
+                continue
+            loudness.update(block)
+            peak.update(block)
+            frame = _frame(block, layout, rate, written)
+            written += block.shape[1]
+            # Interleave copied video up to this audio time so the muxer never buffers much.
+            now = written / rate
+            while pending_video is not None and (
+                pending_video.dts is None or float(pending_video.dts * pending_video.time_base) <= now
+            ):
+                remux_packet(out, pending_video, v_outs[pending_video.stream.index])
+                pending_video = next(video_packets, None)
+            out.mux(a_out.encode(frame))
+            ticker.advance(block.shape[1] * 1000 // rate)
         out.mux(a_out.encode(None))
         while pending_video is not None:
             remux_packet(out, pending_video, v_outs[pending_video.stream.index])
             pending_video = next(video_packets, None)
+    return loudness.integrated(), peak.peak_db()
+
+
+def _measure_file(path: Path) -> tuple[float, float]:
+    """Loudness and true peak of an encoded file's first audio track, as a player decodes it."""
+    with open_input(path) as container:
+        stream = container.streams.audio[0]
+        channels = stream.codec_context.channels
+        rate = stream.codec_context.sample_rate
+        to_float = av.AudioResampler(format="fltp", layout=_layout_name(channels, stream), rate=rate)
+        loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+
+        def decoded() -> Iterator[av.AudioFrame]:
+            for frame in container.decode(stream):
+                yield from to_float.resample(frame)
+            yield from to_float.resample(None)
+
+        for block in _blocks(decoded(), rate):
+            loudness.update(block)
+            peak.update(block)
+    return loudness.integrated(), peak.peak_db()

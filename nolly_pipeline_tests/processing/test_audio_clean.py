@@ -42,7 +42,7 @@ def test_rnnoise_improves_speech_snr(speech_48k, tmp_path, noise):
     noise_signal = rng.standard_normal(len(speech_48k)) if noise == "white" else pink_noise(len(speech_48k), rng)
     noisy = mix_at_snr(speech_48k, noise_signal, 5.0)
     src = _write_wav(tmp_path / "noisy.wav", noisy[None, :])
-    # A quiet loudness target keeps loudnorm in linear (pure gain) mode, isolating the denoiser.
+    # A quiet loudness target keeps the limiter idle (pure gain), isolating the denoiser.
     out = audio_clean(src, tmp_path / "out", AudioCleanSettings(loudness_lufs=-30)).files[0].path
     cleaned, rate = read_audio(out)
     # The 80 Hz high-pass is a requested EQ, not noise: judge against the equally filtered speech.
@@ -50,9 +50,10 @@ def test_rnnoise_improves_speech_snr(speech_48k, tmp_path, noise):
     before, _ = _si_snr(reference, sosfilt(butter(2, 80, "highpass", fs=rate, output="sos"), noisy))
     after, lag = _si_snr(reference, cleaned[0])
     assert abs(lag) <= 8, "denoiser latency must be compensated (A/V sync)"
-    # Goal is +7 dB for both. Measured: white +7.2 dB; pink +4.6 dB over the high-passed
-    # noisy input (+6.2 dB over the raw 5 dB mix) -- pink misses the goal, so it is pinned lower.
-    assert after - before >= (7.0 if noise == "white" else 4.5), (before, after)
+    # Goal is +7 dB for both. Measured (RNNoise + VAD-guided Wiener post-filter): white
+    # +10.8 dB, pink +5.7 dB over the high-passed noisy input. Pink misses the goal (even an
+    # oracle Wiener mask reaches only ~+8 dB here), so it is pinned at what is reached.
+    assert after - before >= (7.0 if noise == "white" else 5.5), (before, after)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +69,11 @@ def dialogue(tmp_path_factory):
     return _write_wav(path, stereo, rate)
 
 
-_DYNAMIC_LOUDNORM_BUG = pytest.mark.xfail(
+_SHREDDED_TONES_MISS_TARGET = pytest.mark.xfail(
     strict=True,
-    reason="known defect: when the peak margin for lossy output forces loudnorm's dynamic "
-    "mode on this clap-heavy signal, it lands ~7 LU under target; needs an own limiter",
+    reason="known defect: RNNoise shreds these lossy-coded tones into clicks (peak-to-loudness "
+    "ratio 17-23 dB); the true-peak limiter cannot close that gap and output lands ~1.7-2 LU "
+    "under target (mp3 -19.6, m4a -19.8 LUFS)",
 )
 
 
@@ -80,8 +82,8 @@ _DYNAMIC_LOUDNORM_BUG = pytest.mark.xfail(
     [
         (".wav", "pcm_s16le"),
         (".flac", "flac"),
-        pytest.param(".mp3", "mp3", marks=_DYNAMIC_LOUDNORM_BUG),
-        pytest.param(".m4a", "aac", marks=_DYNAMIC_LOUDNORM_BUG),
+        pytest.param(".mp3", "mp3", marks=_SHREDDED_TONES_MISS_TARGET),
+        pytest.param(".m4a", "aac", marks=_SHREDDED_TONES_MISS_TARGET),
     ],
 )
 def test_formats_loudness_and_true_peak(dialogue, tmp_path, suffix, codec):
