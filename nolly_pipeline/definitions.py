@@ -12,7 +12,7 @@ import os
 from dagster import Definitions, EnvVar
 
 from nolly_pipeline.config import Settings
-from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
+from nolly_pipeline.orchestration.assets import build_all_job_type_defs
 from nolly_pipeline.orchestration.io_manager import MediaIOManager
 from nolly_pipeline.orchestration.reconciler import (
     ReconcilerPolicy,
@@ -26,6 +26,7 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
+from nolly_pipeline.orchestration.retention import build_retention_sensor
 from nolly_pipeline.orchestration.sensors import build_dispatch_sensor
 
 CANCELLATION_INTERVAL_SECONDS = 5
@@ -82,11 +83,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
+    type_defs = build_all_job_type_defs(settings.backends)
+    jobs = [d.job for d in type_defs.values()]
     return Definitions(
-        assets=[d.asset for d in JOB_TYPE_DEFS.values()],
-        jobs=[d.job for d in JOB_TYPE_DEFS.values()],
+        assets=[d.asset for d in type_defs.values()],
+        jobs=jobs,
         sensors=[
-            build_dispatch_sensor(settings.sensor_interval_seconds, settings.sensor_batch_size),
+            build_dispatch_sensor(jobs, settings.sensor_interval_seconds, settings.sensor_batch_size),
             build_reconciler_sensor(
                 settings.reconciler_interval_seconds,
                 ReconcilerPolicy(
@@ -95,6 +98,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 ),
             ),
             build_cancellation_sensor(CANCELLATION_INTERVAL_SECONDS),
+            build_retention_sensor(settings.partition_retention_days),
         ],
         resources=build_resources(settings),
     )

@@ -30,14 +30,18 @@ def test_embedded_default_needs_no_configuration(clean_env: Path) -> None:
     assert sorted(j for j in repo.job_names if not j.startswith("__")) == [
         "audio_clean_job", "color_grade_job", "roto_job"
     ]
-    assert sorted(s.name for s in repo.sensor_defs) == ["job_cancellations", "job_reconciler", "pending_jobs_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "job_cancellations", "job_reconciler", "partition_retention", "pending_jobs_sensor"
+    ]
     assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == [
         "audio_clean", "color_grade", "roto"
     ]
     for name in ("roto_job", "color_grade_job", "audio_clean_job"):
         job = defs.resolve_job_def(name)
         assert job.executor_def.name == "in_process"
-        assert sorted(n.name for n in job.graph.nodes[0].definition.nodes) == ["download", "predict", "publish"]
+        nodes = {n.name: n.definition for n in job.graph.nodes[0].definition.nodes}
+        assert sorted(nodes) == ["download", "predict", "publish"]
+        assert nodes["predict"].name == "predict_local" and nodes["predict"].pool == "local_processing"
     sensor = defs.get_sensor_def("pending_jobs_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds == 60
@@ -58,6 +62,8 @@ def test_s3_and_replicate_configuration_keeps_secrets_as_env_vars(
     assert resources["job_store"].database_url == EnvVar("NOLLY_DATABASE_URL")
     assert "r8_secret" not in repr(resources) and "hunter2" not in repr(resources)
     assert defs.get_sensor_def("pending_jobs_sensor").minimum_interval_seconds == 5
+    predict = {n.name: n.definition for n in defs.resolve_job_def("roto_job").graph.nodes[0].definition.nodes}["predict"]
+    assert predict.pool == "replicate"  # concurrent Replicate calls are capped by the pool
 
 
 def test_backend_override_per_type(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

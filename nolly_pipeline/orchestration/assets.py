@@ -9,6 +9,7 @@ for the multiprocess default, and a job's three ops are sequential anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from dagster import (
     AssetsDefinition,
@@ -22,39 +23,52 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.orchestration.hooks import write_done, write_failed
-from nolly_pipeline.orchestration.ops import download, predict, publish
+from nolly_pipeline.orchestration.ops import PREDICT_OPS, download, publish
 from nolly_pipeline.orchestration.tags import JOB_TYPE_TAG
+
+
+# Longest a run may take before run monitoring fails it (hung worker, stuck remote call).
+MAX_RUNTIME_SECONDS = 4 * 3600
+
+# Partitions are independent of configuration: the sensor and retention need them by type.
+PARTITIONS: dict[str, DynamicPartitionsDefinition] = {
+    name: DynamicPartitionsDefinition(name=f"{t.ident}_jobs") for name, t in JOB_TYPES.items()
+}
+
+
+def job_name(job_type: str) -> str:
+    return f"{JOB_TYPES[job_type].ident}_job"
 
 
 @dataclass(frozen=True)
 class JobTypeDefs:
-    job_type: JobType
-    partitions: DynamicPartitionsDefinition
     asset: AssetsDefinition
     job: UnresolvedAssetJobDefinition
 
 
-def build_job_type_defs(job_type: JobType) -> JobTypeDefs:
-    partitions = DynamicPartitionsDefinition(name=f"{job_type.ident}_jobs")
+def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
+    """The asset and job of one type; ``predict`` runs in the pool of the type's backend."""
+    predict = PREDICT_OPS[backend].alias("predict")
 
     @graph_asset(
         name=job_type.ident,
-        partitions_def=partitions,
+        partitions_def=PARTITIONS[job_type.name],
         group_name="jobs",
         description=f"{job_type.label} outputs, one partition per row of `jobs` (partition key = job id).",
-        metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket},
+        metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket, "backend": backend},
     )
     def _asset():
         return publish(predict(download()))
 
     job = define_asset_job(
-        name=f"{job_type.ident}_job",
+        name=job_name(job_type.name),
         selection=[_asset],
         executor_def=in_process_executor,
         hooks={write_done, write_failed},
-        tags={JOB_TYPE_TAG: job_type.name, **job_type.run_tags},
+        tags={JOB_TYPE_TAG: job_type.name, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS), **job_type.run_tags},
     )
-    return JobTypeDefs(job_type=job_type, partitions=partitions, asset=_asset, job=job)
+    return JobTypeDefs(asset=_asset, job=job)
 
 
-JOB_TYPE_DEFS: dict[str, JobTypeDefs] = {name: build_job_type_defs(t) for name, t in JOB_TYPES.items()}
+def build_all_job_type_defs(backends: Mapping[str, str]) -> dict[str, JobTypeDefs]:
+    return {name: build_job_type_defs(t, backends[name]) for name, t in JOB_TYPES.items()}

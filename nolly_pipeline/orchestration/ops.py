@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dagster import Backoff, Failure, Jitter, MetadataValue, OpExecutionContext, RetryPolicy, op
+from dagster import Backoff, Failure, Jitter, MetadataValue, OpDefinition, OpExecutionContext, RetryPolicy, op
 
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
@@ -148,8 +148,7 @@ def download(
         )
 
 
-@op(retry_policy=TRANSIENT_RETRY)
-def predict(
+def _predict(
     context: OpExecutionContext,
     source: MediaBundle,
     job_store: JobStoreResource,
@@ -185,6 +184,19 @@ def predict(
         )
         context.add_output_metadata({"backend": predictor.backend, "files": len(result.files)})
         return MediaBundle(files=tuple(result.files), metadata={"backend": predictor.backend, **result.metadata})
+
+
+def _predict_op(name: str, pool: str) -> OpDefinition:
+    """``predict`` under a Dagster pool, so the instance caps concurrent predictions per backend."""
+    return op(name=name, retry_policy=TRANSIENT_RETRY, pool=pool)(_predict)
+
+
+# One predict op per backend: `replicate` caps concurrent Replicate calls (cost, rate limits),
+# `local_processing` caps CPU-heavy local work. Limits are set in dagster.yaml (concurrency.pools).
+PREDICT_OPS: dict[str, OpDefinition] = {
+    "local": _predict_op("predict_local", "local_processing"),
+    "replicate": _predict_op("predict_replicate", "replicate"),
+}
 
 
 @op(retry_policy=TRANSIENT_RETRY)

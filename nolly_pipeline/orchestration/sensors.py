@@ -10,6 +10,7 @@ the same attempt is dropped by Dagster.
 
 
 from collections import defaultdict
+from typing import Sequence
 
 from dagster import (
     DefaultSensorStatus,
@@ -21,9 +22,11 @@ from dagster import (
     sensor,
 )
 
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 from nolly_pipeline.db.jobs import JobRow, JobStore
 from nolly_pipeline.errors import CanceledError, NollyError, PermanentError
-from nolly_pipeline.orchestration.assets import JOB_TYPE_DEFS
+from nolly_pipeline.orchestration.assets import PARTITIONS, job_name
 from nolly_pipeline.orchestration.resources import (
     InputPolicyResource,
     JobStoreResource,
@@ -40,10 +43,9 @@ def run_key(row: JobRow) -> str:
 
 
 def run_request_for(row: JobRow) -> RunRequest:
-    defs = JOB_TYPE_DEFS[row.type]
     return RunRequest(
         run_key=run_key(row),
-        job_name=defs.job.name,
+        job_name=job_name(row.type),
         partition_key=str(row.id),
         tags={
             JOB_ID_TAG: str(row.id),
@@ -98,10 +100,12 @@ def dispatch(
     return requests, partitions, rejected
 
 
-def build_dispatch_sensor(interval_seconds: int, batch_size: int) -> SensorDefinition:
+def build_dispatch_sensor(
+    jobs: Sequence[UnresolvedAssetJobDefinition], interval_seconds: int, batch_size: int
+) -> SensorDefinition:
     @sensor(
         name="pending_jobs_sensor",
-        jobs=[d.job for d in JOB_TYPE_DEFS.values()],
+        jobs=jobs,
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description="Claims pending rows in `jobs` and launches one run per job attempt.",
@@ -122,7 +126,7 @@ def build_dispatch_sensor(interval_seconds: int, batch_size: int) -> SensorDefin
         return SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[
-                JOB_TYPE_DEFS[job_type].partitions.build_add_request(keys)
+                PARTITIONS[job_type].build_add_request(keys)
                 for job_type, keys in partitions.items()
             ],
         )
