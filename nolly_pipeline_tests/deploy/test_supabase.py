@@ -21,19 +21,15 @@ import boto3
 import httpx
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance
 
-from nolly_pipeline.config import Settings
 from nolly_pipeline.db import migrate
 from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore, utcnow
-from nolly_pipeline.definitions import build_definitions
-from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.deploy.conftest import REPO_ROOT
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
 from nolly_pipeline_tests.media import tiny_video
-from nolly_pipeline_tests.orchestration.conftest import Pipeline
+from nolly_pipeline_tests.orchestration.conftest import Pipeline, pipeline_env, running_pipeline
 from nolly_pipeline_tests.seed import SEED_JOBS_DDL
 
 ROTO_MODEL = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
@@ -166,28 +162,14 @@ def supabase_pipeline(
 ) -> Iterator[Pipeline]:
     """The in-process pipeline of orchestration/conftest.py on the seeded database, with
     Supabase-style public URLs (``{base}/{bucket}/{key}``) for inputs and outputs."""
-    env = {
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "NOLLY_DATABASE_URL": supabase_url,
-        "NOLLY_STORAGE": "s3",
-        "NOLLY_S3_ENDPOINT_URL": s3_endpoint,
-        "NOLLY_PUBLIC_BASE_URL": s3_endpoint,
-        "REPLICATE_API_TOKEN": "test-token",
-        "REPLICATE_BASE_URL": fake_replicate.base_url,
-        "NOLLY_REPLICATE_POLL_SECONDS": "0.05",
-        "NOLLY_INTERMEDIATE_BUCKET": f"inter-{uuid.uuid4().hex[:8]}",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings.from_env()
-    s3 = S3ObjectStore.connect(s3_endpoint, "us-east-1")
-    s3.ensure_buckets(settings.buckets)
-    # Public buckets, as in the seed: the upload returns a public URL, outputs is public.
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    for bucket in ("vfx-assets", "outputs"):
-        client.put_bucket_acl(Bucket=bucket, ACL="public-read")
-    with DagsterInstance.ephemeral() as instance:
-        yield Pipeline(settings, build_definitions(settings), instance, JobStore(get_engine(supabase_url)), s3, fake_replicate)
+    env = pipeline_env(supabase_url, s3_endpoint, fake_replicate, tmp_path / "dagster_home")
+    env["NOLLY_PUBLIC_BASE_URL"] = s3_endpoint
+    with running_pipeline(monkeypatch, env, JobStore(get_engine(supabase_url)), s3_endpoint, fake_replicate) as p:
+        # Public buckets, as in the seed: the upload returns a public URL, outputs is public.
+        client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+        for bucket in ("vfx-assets", "outputs"):
+            client.put_bucket_acl(Bucket=bucket, ACL="public-read")
+        yield p
 
 
 def test_seed_schema_drop_in_processes_a_job_as_the_frontend_expects(supabase_pipeline: Pipeline) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,27 +53,41 @@ class Pipeline:
         )
 
 
-@pytest.fixture
-def pipeline(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_store: JobStore, postgres_url: str,
-    s3_endpoint: str, fake_replicate: FakeReplicate,
-) -> Iterator[Pipeline]:
-    env = {
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "NOLLY_DATABASE_URL": postgres_url,
+def pipeline_env(database_url: str, s3_endpoint: str, fake: FakeReplicate, home: Path) -> dict[str, str]:
+    """The environment of a pipeline on these services, with Replicate as every type's backend."""
+    return {
+        "DAGSTER_HOME": str(home),
+        "NOLLY_DATABASE_URL": database_url,
         "NOLLY_STORAGE": "s3",
         "NOLLY_S3_ENDPOINT_URL": s3_endpoint,
         "REPLICATE_API_TOKEN": "test-token",
-        "REPLICATE_BASE_URL": fake_replicate.base_url,
+        "REPLICATE_BASE_URL": fake.base_url,
         "NOLLY_REPLICATE_POLL_SECONDS": "0.05",
         "NOLLY_REPLICATE_MODEL_COLOR_GRADE": "studio/grade",
         "NOLLY_REPLICATE_INPUT_COLOR_GRADE": '{"file_input": "input_video"}',
         "NOLLY_INTERMEDIATE_BUCKET": f"inter-{uuid.uuid4().hex[:8]}",
     }
+
+
+@contextmanager
+def running_pipeline(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], store: JobStore, s3_endpoint: str, fake: FakeReplicate
+) -> Iterator[Pipeline]:
+    """Set ``env``, create the buckets and yield a pipeline on an ephemeral Dagster instance."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings.from_env()
     s3 = S3ObjectStore.connect(s3_endpoint, "us-east-1")
     s3.ensure_buckets(settings.buckets)
     with DagsterInstance.ephemeral() as instance:
-        yield Pipeline(settings, build_definitions(settings), instance, pg_store, s3, fake_replicate)
+        yield Pipeline(settings, build_definitions(settings), instance, store, s3, fake)
+
+
+@pytest.fixture
+def pipeline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_store: JobStore, postgres_url: str,
+    s3_endpoint: str, fake_replicate: FakeReplicate,
+) -> Iterator[Pipeline]:
+    env = pipeline_env(postgres_url, s3_endpoint, fake_replicate, tmp_path / "dagster_home")
+    with running_pipeline(monkeypatch, env, pg_store, s3_endpoint, fake_replicate) as p:
+        yield p
