@@ -77,6 +77,8 @@ class RunIdentity:
     attempt: int | None
     # True for a re-execution of an earlier run (Dagster's "re-execute from failure").
     reexecution: bool
+    # "host:pid" of the worker process; None when acting from outside a worker.
+    worker: str | None = None
 
 
 class JobStore:
@@ -236,10 +238,11 @@ class JobStore:
         """
         job_id = _as_uuid(job_id)
         now = utcnow()
-        mine = sa.and_(jobs.c.id == job_id, jobs.c.dagster_run_id == run.run_id, jobs.c.status == RUNNING)
+        mine = self._owned_by(job_id, run.run_id, run.worker)
         take = dict(
             status=RUNNING,
             dagster_run_id=run.run_id,
+            worker_id=run.worker,
             started_at=now,
             updated_at=now,
             completed_at=None,
@@ -280,7 +283,9 @@ class JobStore:
             )
         return JobRow.from_mapping(row)
 
-    def heartbeat(self, job_id: uuid.UUID | str, run_id: str, progress: float | None = None) -> None:
+    def heartbeat(
+        self, job_id: uuid.UUID | str, run_id: str, progress: float | None = None, worker: str | None = None
+    ) -> None:
         """Touch ``updated_at`` (and progress) while a run works on the row.
 
         Raises :class:`CanceledError` when the user asked to cancel, :class:`StaleRunError`
@@ -293,9 +298,7 @@ class JobStore:
             result = conn.execute(
                 sa.update(jobs)
                 .where(
-                    jobs.c.id == _as_uuid(job_id),
-                    jobs.c.dagster_run_id == run_id,
-                    jobs.c.status == RUNNING,
+                    self._owned_by(_as_uuid(job_id), run_id, worker),
                     jobs.c.cancel_requested_at.is_(None),
                 )
                 .values(**values)
@@ -336,23 +339,27 @@ class JobStore:
         return self._finish(cond, row, FAILED, CanceledError().message, None, f"cancel:{row.attempt}")
 
     # --- terminal writes ------------------------------------------------------------------
-    def finish_done(self, job_id: uuid.UUID | str, run_id: str, output_data: dict[str, Any]) -> bool:
+    def finish_done(
+        self, job_id: uuid.UUID | str, run_id: str, output_data: dict[str, Any], worker: str | None = None
+    ) -> bool:
         row = self.get(job_id)
         if row is None:
             return False
         # A cancel that arrived while the last step ran still wins: the user asked for it.
-        cond = sa.and_(self._owned_by(row.id, run_id), jobs.c.cancel_requested_at.is_(None))
+        cond = sa.and_(self._owned_by(row.id, run_id, worker), jobs.c.cancel_requested_at.is_(None))
         return self._finish(cond, row, DONE, None, output_data, run_id)
 
-    def finish_failed(self, job_id: uuid.UUID | str, run_id: str, message: str) -> bool:
+    def finish_failed(self, job_id: uuid.UUID | str, run_id: str, message: str, worker: str | None = None) -> bool:
         row = self.get(job_id)
         if row is None:
             return False
-        return self._finish(self._owned_by(row.id, run_id), row, FAILED, message, None, run_id)
+        return self._finish(self._owned_by(row.id, run_id, worker), row, FAILED, message, None, run_id)
 
     @staticmethod
-    def _owned_by(job_id: uuid.UUID, run_id: str) -> sa.ColumnElement[bool]:
-        return sa.and_(jobs.c.id == job_id, jobs.c.dagster_run_id == run_id, jobs.c.status == RUNNING)
+    def _owned_by(job_id: uuid.UUID, run_id: str, worker: str | None = None) -> sa.ColumnElement[bool]:
+        """The row is running under this run (and, from inside a worker, this worker process)."""
+        cond = sa.and_(jobs.c.id == job_id, jobs.c.dagster_run_id == run_id, jobs.c.status == RUNNING)
+        return sa.and_(cond, jobs.c.worker_id == worker) if worker is not None else cond
 
     def _finish(
         self,

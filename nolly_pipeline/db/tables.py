@@ -42,6 +42,8 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.DateTime()),
     # The run that owns the row; terminal writes are fenced on it.
     sa.Column("dagster_run_id", sa.Text()),
+    # "host:pid" of the worker process that took the row (fences duplicate workers of one run).
+    sa.Column("worker_id", sa.Text()),
     # Set by the frontend to cancel; the pipeline ends the row as failed, "canceled by user".
     sa.Column("cancel_requested_at", sa.DateTime()),
     # Attempts allowed in all (automatic requeues after crashes and user retries alike).

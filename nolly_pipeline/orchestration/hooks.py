@@ -11,6 +11,7 @@ run is canceled: the reconciler sensor settles those rows.
 from dagster import Failure, HookContext, failure_hook, success_hook
 
 from nolly_pipeline.errors import NollyError, internal_error_message
+from nolly_pipeline.orchestration.ops import worker_id
 from nolly_pipeline.orchestration.tags import PARTITION_TAG
 
 
@@ -35,7 +36,7 @@ def write_done(context: HookContext) -> None:
     job_id = _job_id(context)
     output_data = context.op_output_values.get("result")
     if job_id and isinstance(output_data, dict):
-        if context.resources.job_store.store().finish_done(job_id, context.run_id, output_data):
+        if context.resources.job_store.store().finish_done(job_id, context.run_id, output_data, worker_id()):
             context.log.info(f"job {job_id} is done: {output_data['output_url']}")
     context.resources.scratch.remove_run_dir(context.run_id)
 
@@ -45,6 +46,6 @@ def write_failed(context: HookContext) -> None:
     job_id = _job_id(context)
     if job_id:
         message = failure_message(context.op_exception, context.op.definition.name)
-        if context.resources.job_store.store().finish_failed(job_id, context.run_id, message):
+        if context.resources.job_store.store().finish_failed(job_id, context.run_id, message, worker_id()):
             context.log.info(f"job {job_id} failed: {message}")
     context.resources.scratch.remove_run_dir(context.run_id)

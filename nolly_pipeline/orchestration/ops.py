@@ -9,7 +9,9 @@ is not retried and whose description is the readable message the failure hook wr
 
 
 import mimetypes
+import os
 import re
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +49,13 @@ def run_identity(context: OpExecutionContext) -> RunIdentity:
         run_id=context.run_id,
         attempt=int(raw) if raw.isdigit() else None,
         reexecution=context.run.parent_run_id is not None or PARENT_RUN_TAG in tags,
+        worker=worker_id(),
     )
+
+
+def worker_id() -> str:
+    """This worker process, as recorded on the row it takes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @contextmanager
@@ -97,7 +105,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.store.heartbeat(self.row.id, self.run_id, self._progress)
+                self.store.heartbeat(self.row.id, self.run_id, self._progress, worker_id())
             except NollyError as error:
                 self._error = error
                 return

@@ -9,6 +9,7 @@ by the concurrency limits, so a tick stays cheap however many jobs have ever exi
 """
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from nolly_pipeline.orchestration.resources import JobStoreResource
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+TERMINATE_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,22 @@ def _published_output(instance: DagsterInstance, row: JobRow) -> dict[str, Any] 
 
 
 def stop_run(instance: DagsterInstance, run: DagsterRun, reason: str) -> None:
-    """Best effort: terminate a run (or drop it from the queue) and record why in Dagster."""
-    try:
-        instance.run_coordinator.cancel_run(run.run_id)
-    except Exception:  # noqa: BLE001 - the worker may be gone; the record is fixed below
-        pass
+    """Best effort: terminate a run (or drop it from the queue) and record why in Dagster.
+
+    Termination talks to the worker, and a frozen worker (SIGSTOP, a hung host) never
+    answers: it runs in a helper thread given ``TERMINATE_WAIT_SECONDS``, so one bad worker
+    cannot stall every later tick. Callers write the row first, so nothing waits on this.
+    """
+
+    def terminate() -> None:
+        try:
+            instance.run_coordinator.cancel_run(run.run_id)
+        except Exception:  # noqa: BLE001 - the worker may be gone; the record is fixed below
+            pass
+
+    worker = threading.Thread(target=terminate, name=f"terminate-{run.run_id}", daemon=True)
+    worker.start()
+    worker.join(TERMINATE_WAIT_SECONDS)
     current = instance.get_run_by_id(run.run_id)
     if current is not None and current.status not in FINISHED:
         instance.report_run_failed(current, message=reason)
@@ -110,8 +123,8 @@ def _settle_running(
     if run is not None and run.status not in FINISHED:
         last_beat = row.updated_at or row.started_at
         if last_beat is not None and now - last_beat > policy.heartbeat_timeout:
-            stop_run(instance, run, "no heartbeat from the run worker")
             _retry_or_fail(store, row, "processing stopped responding", repairs)
+            stop_run(instance, run, "no heartbeat from the run worker")
         return
     if run is not None and run.status == DagsterRunStatus.SUCCESS:
         output = _published_output(instance, row)
@@ -135,14 +148,17 @@ def _settle_dispatched(instance: DagsterInstance, store: JobStore, row: JobRow, 
         if store.release_dispatch(row):
             repairs.released += 1
         return
-    if runs[0].status in FINISHED:
-        # The run ended before its first op took the row (canceled while queued, failed to start).
-        message = (
-            "processing was canceled before it started"
-            if runs[0].status == DagsterRunStatus.CANCELED
-            else "processing could not start; please retry"
-        )
-        if store.reject_dispatch(row, message):
+    if runs[0].status == DagsterRunStatus.CANCELED:
+        # Canceled in the queue (from the UI): the operator meant it.
+        if store.reject_dispatch(row, "processing was canceled before it started"):
+            repairs.settled_failed += 1
+    elif runs[0].status in FINISHED:
+        # The run died before its first op took the row (worker lost while starting, start
+        # timeout): infrastructure, so a new attempt within the budget.
+        if row.attempt < row.max_attempts:
+            if store.release_dispatch(row):
+                repairs.released += 1
+        elif store.reject_dispatch(row, f"processing could not start (gave up after {row.attempt} attempts)"):
             repairs.settled_failed += 1
 
 

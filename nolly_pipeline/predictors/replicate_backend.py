@@ -146,7 +146,10 @@ class ReplicatePredictor:
                 # The client retries GETs only on 429/503/504; a 500, 502 or reset on a poll
                 # must not throw away a prediction that is still running remotely.
                 failed_polls += 1
-                if failed_polls >= MAX_FAILED_POLLS or self.clock() >= deadline:
+                if self.clock() >= deadline:
+                    # Past the deadline a retry would only start a new prediction: give up.
+                    raise PermanentError(self._timeout_message()) from None
+                if failed_polls >= MAX_FAILED_POLLS:
                     raise
                 self.sleep(self.poll_seconds)
                 continue
@@ -158,12 +161,13 @@ class ReplicatePredictor:
                 detail = _short(data.get("error")) or "no error message"
                 raise PermanentError(f"Replicate prediction {status}: {detail}")
             if self.clock() >= deadline:
-                raise PermanentError(
-                    f"Replicate prediction timed out after {self.timeout_seconds:g} s and was canceled"
-                )
+                raise PermanentError(self._timeout_message())
             polls += 1
             request.progress(polls, 0)  # heartbeat: total unknown for remote work
             self.sleep(self.poll_seconds)
+
+    def _timeout_message(self) -> str:
+        return f"Replicate prediction timed out after {self.timeout_seconds:g} s and was canceled"
 
     def _download_outputs(self, output: Any, work_dir: Path) -> Iterator[OutputFile]:
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -198,3 +198,20 @@ def test_requeue_hands_the_row_back_for_a_new_attempt(store: JobStore, user_id: 
     assert not store.requeue(running, "again")  # fenced on the owning run
     (again,) = store.claim_dispatchable(10)
     assert again.attempt == 2 and again.error_message is None
+
+
+def test_a_duplicate_worker_of_the_same_run_is_fenced_out(store: JobStore, user_id: uuid.UUID) -> None:
+    """Two daemons by mistake can start two workers for one run: only the first may work."""
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    first = RunIdentity("run-1", row.attempt, False, worker="host:100")
+    second = RunIdentity("run-1", row.attempt, False, worker="host:200")
+    store.start_run(job_id, first)
+    store.start_run(job_id, first)  # the same worker's next op
+    with pytest.raises(StaleRunError):
+        store.start_run(job_id, second)
+    with pytest.raises(StaleRunError):
+        store.heartbeat(job_id, "run-1", worker="host:200")
+    assert not store.finish_failed(job_id, "run-1", "duplicate worker gave up", worker="host:200")
+    assert store.finish_done(job_id, "run-1", {"output_url": "x"}, worker="host:100")
+    assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_done"]

@@ -1,0 +1,1 @@
+"""Fault injection, crash, restart and load tests (see docs/reliability.md)."""
