@@ -82,23 +82,27 @@ def _published_output(instance: DagsterInstance, row: JobRow) -> dict[str, Any] 
     return None
 
 
-def stop_run(instance: DagsterInstance, run: DagsterRun, reason: str) -> None:
-    """Best effort: terminate a run (or drop it from the queue) and record why in Dagster.
+def stop_run(instance: DagsterInstance, run: DagsterRun, reason: str, *, terminate: bool) -> None:
+    """Record in Dagster that a run is over, and (``terminate``) ask its worker to stop.
 
-    Termination talks to the worker, and a frozen worker (SIGSTOP, a hung host) never
-    answers: it runs in a helper thread given ``TERMINATE_WAIT_SECONDS``, so one bad worker
-    cannot stall every later tick. Callers write the row first, so nothing waits on this.
+    Termination talks to the worker through the code server, and a frozen worker (SIGSTOP,
+    a hung host) never answers; worse, the code server can then stall launching new runs.
+    So a worker that stopped heartbeating is *not* terminated: its record is marked failed,
+    and if it ever wakes up its own heartbeat finds the row gone and stops it. Termination
+    (for cancellations, where the worker is alive) runs in a helper thread bounded by
+    ``TERMINATE_WAIT_SECONDS``, so one bad worker cannot stall later ticks either way.
     """
+    if terminate:
 
-    def terminate() -> None:
-        try:
-            instance.run_coordinator.cancel_run(run.run_id)
-        except Exception:  # noqa: BLE001 - the worker may be gone; the record is fixed below
-            pass
+        def cancel() -> None:
+            try:
+                instance.run_coordinator.cancel_run(run.run_id)
+            except Exception:  # noqa: BLE001 - the worker may be gone; the record is fixed below
+                pass
 
-    worker = threading.Thread(target=terminate, name=f"terminate-{run.run_id}", daemon=True)
-    worker.start()
-    worker.join(TERMINATE_WAIT_SECONDS)
+        worker = threading.Thread(target=cancel, name=f"terminate-{run.run_id}", daemon=True)
+        worker.start()
+        worker.join(TERMINATE_WAIT_SECONDS)
     current = instance.get_run_by_id(run.run_id)
     if current is not None and current.status not in FINISHED:
         instance.report_run_failed(current, message=reason)
@@ -124,7 +128,7 @@ def _settle_running(
         last_beat = row.updated_at or row.started_at
         if last_beat is not None and now - last_beat > policy.heartbeat_timeout:
             _retry_or_fail(store, row, "processing stopped responding", repairs)
-            stop_run(instance, run, "no heartbeat from the run worker")
+            stop_run(instance, run, "no heartbeat from the run worker", terminate=False)
         return
     if run is not None and run.status == DagsterRunStatus.SUCCESS:
         output = _published_output(instance, row)
@@ -196,7 +200,7 @@ def process_cancellations(instance: DagsterInstance, store: JobStore) -> int:
             runs = [run] if run is not None else []
         for run in runs:
             if run.status not in FINISHED:
-                stop_run(instance, run, "canceled by user")
+                stop_run(instance, run, "canceled by user", terminate=True)
     return ended
 
 

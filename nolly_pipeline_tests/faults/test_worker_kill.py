@@ -85,6 +85,9 @@ def test_killed_worker_is_detected_requeued_and_succeeds_as_attempt_2(
     assert requeued < 30
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_done"]
 
+    # The row is written by the success hook, a moment before Dagster records RUN_SUCCESS.
+    wait_for(lambda: run_census(stack.home, [job_id]).success_attempt == {str(job_id): "2"}, 30,
+             what="attempt 2's run recorded as SUCCESS")
     census = run_census(stack.home, [job_id])
     assert set(census.runs_by_attempt) == {(str(job_id), "1"), (str(job_id), "2")}
     assert not census.duplicate_keys and not census.duplicate_attempts
