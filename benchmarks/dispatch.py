@@ -139,6 +139,7 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     with services.postgres_database("nolly_bench") as url:
+        tick_seconds(url, backlog=100)  # warm-up: imports, connections, plan caches
         small, small_n = tick_seconds(url, backlog=100)
         large, large_n = tick_seconds(url, backlog=10_000)
         latencies, batch = per_job_overhead(url, jobs=5)
