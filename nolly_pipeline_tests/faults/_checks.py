@@ -23,7 +23,9 @@ def assert_exactly_once(engine: sa.Engine, home: Path, job_ids: list[Any], expec
     assert census.duplicate_attempts == {}, f"two runs for one attempt: {list(census.duplicate_attempts.items())[:3]}"
     if expect == "done":
         doubles = {j: r for j, r in census.success_by_job.items() if len(r) != 1}
-        assert doubles == {} and len(census.success_by_job) == len(job_ids)
+        assert doubles == {}, f"jobs with several SUCCESS runs: {list(doubles.items())[:3]}"
+        missing = [j for j in map(str, job_ids) if j not in census.success_by_job]
+        assert missing == [], f"{len(missing)} jobs without a SUCCESS run: {missing[:3]} {dict(census.by_status)}"
         wrong = {j: (a, table[j]["attempt"]) for j, a in census.success_attempt.items() if a != str(table[j]["attempt"])}
         assert wrong == {}, f"SUCCESS run is not the row's attempt: {list(wrong.items())[:3]}"
     return table, census

@@ -259,6 +259,23 @@ def run_census(home: Path, job_ids: Iterable[Any]) -> RunCensus:
     return census
 
 
+def wait_runs_finished(home: Path, timeout: float = 120) -> float:
+    """Wait until Dagster has no run in flight. Rows are written by the hooks a moment before
+    a run records RUN_SUCCESS, so stopping the daemon as soon as every row is terminal could
+    kill the last workers before their runs are finished in Dagster's records."""
+    unfinished = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+                  DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+    def idle() -> bool:
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            return not instance.get_runs(filters=RunsFilter(statuses=unfinished), limit=1)
+        finally:
+            instance.dispose()
+
+    return wait_for(idle, timeout, interval=1, what="no run in flight")
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition", on_timeout: Any = None) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
