@@ -33,7 +33,7 @@ from nolly_pipeline.orchestration.resources import (
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, PARENT_RUN_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
-from nolly_pipeline.storage.objects import S3ObjectStore
+from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
 from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url
 from nolly_pipeline.validation import validate_row
 
@@ -183,7 +183,7 @@ def _predict(
                 job_id=row.id,
                 job_type=row.type,
                 source=source.primary.path,
-                source_url=_remote_source_url(storage, spec.source),
+                source_url=_remote_source_url(storage, objects, spec.source),
                 settings=spec.settings,
                 work_dir=work / "out",
                 progress=beat.progress,
@@ -247,7 +247,7 @@ def publish(
         return output_data
 
 
-def _remote_source_url(storage: ObjectStorageResource, ref: InputSource) -> str | None:
+def _remote_source_url(storage: ObjectStorageResource, objects: ObjectStore, ref: InputSource) -> str | None:
     """A URL a remote backend can fetch the input from, so it need not be re-uploaded.
 
     None when the original object is gone (a re-execution after the upload was deleted),
@@ -256,7 +256,6 @@ def _remote_source_url(storage: ObjectStorageResource, ref: InputSource) -> str 
     """
     if not isinstance(ref, ObjectRef):
         return None
-    objects = storage.store()
     if not objects.exists(ref.bucket, ref.key):
         return None
     if storage.public_base_url:

@@ -6,6 +6,7 @@ Secrets (database URL with a password, AWS keys, the Replicate token) reach thes
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -36,6 +37,15 @@ class ScratchResource(ConfigurableResource):
         shutil.rmtree(Path(self.root) / run_id, ignore_errors=True)
 
 
+@functools.lru_cache(maxsize=4)
+def _s3_store(
+    endpoint_url: str | None, region: str | None, access_key_id: str | None, secret_access_key: str | None
+) -> S3ObjectStore:
+    """One boto3 client per configuration per process: ops, the IO manager and sensors ask for
+    the store many times per run, and building a client costs tens of milliseconds."""
+    return S3ObjectStore.connect(endpoint_url, region, access_key_id, secret_access_key)
+
+
 class JobStoreResource(ConfigurableResource):
     """The ``jobs`` and ``notifications`` tables."""
 
@@ -60,9 +70,7 @@ class ObjectStorageResource(ConfigurableResource):
 
     def store(self) -> ObjectStore:
         if self.kind == "s3":
-            return S3ObjectStore.connect(
-                self.endpoint_url, self.region, self.access_key_id, self.secret_access_key
-            )
+            return _s3_store(self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)
         return LocalObjectStore(Path(self.local_dir))
 
     # "public": the seed's behaviour (public bucket URLs); "signed": presigned, expiring URLs.
