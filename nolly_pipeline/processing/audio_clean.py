@@ -89,7 +89,10 @@ class _WienerPostFilter:
     """
 
     hop = 960
-    _noise_threshold = 0.5  # RNNoise voice probability below which a frame is noise
+    # RNNoise voice probability below which a frame feeds the noise estimate. High on
+    # purpose: a few weak-speech frames in the estimate cost less than an estimate fed
+    # too few frames (0.5 -> 0.9: +0.4 dB SNR on speech in pink noise, +0.7 in white).
+    _noise_threshold = 0.9
     _noise_memory = 0.995  # per noise frame: the estimate spans a few seconds of pauses
 
     def __init__(self) -> None:
