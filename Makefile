@@ -39,7 +39,7 @@ test: install models test-deps
 test-slow: install models test-deps
 	$(PY) -m pytest -m slow -o addopts="-p no:cacheprovider"
 
-bench: install models
+bench: install models test-deps
 	$(PY) benchmarks/processing.py
 	$(PY) benchmarks/dispatch.py
 

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.signal import lfilter, resample_poly
 
-from nolly_pipeline_tests.processing.reference import ffmpeg, read_audio
-
-SPEECH_TEXT = (
-    "The quick brown fox jumps over the lazy dog. Colour grading and audio cleaning are "
-    "part of the post production pipeline. We measure the signal to noise ratio before and "
-    "after denoising, and it should improve a lot."
-)
+from nolly_pipeline_tests.processing.reference import espeak_speech, ffmpeg
 
 
 @pytest.fixture(scope="session")
@@ -78,19 +70,4 @@ def speech_48k(media_dir: Path) -> np.ndarray:
         if os.environ.get("CI"):
             pytest.fail("espeak-ng is required under CI (apt-get install -y espeak-ng)")
         pytest.skip("espeak-ng not installed")
-    wav = media_dir / "speech.wav"
-    subprocess.run([espeak, "-w", str(wav), SPEECH_TEXT], check=True, capture_output=True)
-    speech, rate = read_audio(wav)
-    return resample_poly(speech[0], 48_000, rate) * 0.5
-
-
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """-3 dB/octave noise (Paul Kellet's filter on white noise)."""
-    b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
-    a = [1, -2.494956002, 2.017265875, -0.522189400]
-    return lfilter(b, a, rng.standard_normal(n))
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    noise = noise * np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
-    return clean + noise
+    return espeak_speech(espeak, media_dir / "speech.wav")

@@ -1,7 +1,8 @@
 """Reference tools the processing tests and benchmarks compare against.
 
 The ``ffmpeg`` CLI comes from ``imageio-ffmpeg``'s bundled static build, so a fresh machine
-needs no system package; it ships ``lut3d``, ``libx264`` and ``ebur128``.
+needs no system package; it ships ``lut3d``, ``libx264`` and ``ebur128``. Speech comes from
+``espeak-ng`` (Debian's package, which ``make test`` installs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from scipy.signal import lfilter, resample_poly
 
 
 def ffmpeg_exe() -> str:
@@ -51,3 +53,29 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
             r.to_ndarray() for f in container.decode(stream) for r in resampler.resample(f)
         ] + [r.to_ndarray() for r in resampler.resample(None)]
     return np.concatenate(chunks, axis=1).astype(np.float64), rate
+
+
+SPEECH_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Colour grading and audio cleaning are "
+    "part of the post production pipeline. We measure the signal to noise ratio before and "
+    "after denoising, and it should improve a lot."
+)
+
+
+def espeak_speech(espeak: str, wav: Path, text: str = SPEECH_TEXT) -> np.ndarray:
+    """English speech from espeak-ng at 48 kHz, mono float peaking near 0.5."""
+    subprocess.run([espeak, "-w", str(wav), text], check=True, capture_output=True)
+    speech, rate = read_audio(wav)
+    return resample_poly(speech[0], 48_000, rate) * 0.5
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """-3 dB/octave noise (Paul Kellet's filter on white noise)."""
+    b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
+    a = [1, -2.494956002, 2.017265875, -0.522189400]
+    return lfilter(b, a, rng.standard_normal(n))
+
+
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    noise = noise * np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return clean + noise

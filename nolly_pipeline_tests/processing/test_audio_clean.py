@@ -7,8 +7,13 @@ from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean
 from nolly_pipeline.processing.media import probe
 from nolly_pipeline.processing.validation import parse_settings
-from nolly_pipeline_tests.processing.conftest import mix_at_snr, pink_noise
-from nolly_pipeline_tests.processing.reference import ffmpeg, packet_payloads, read_audio
+from nolly_pipeline_tests.processing.reference import (
+    ffmpeg,
+    mix_at_snr,
+    packet_payloads,
+    pink_noise,
+    read_audio,
+)
 
 
 def _write_wav(path, samples, rate=48_000):
