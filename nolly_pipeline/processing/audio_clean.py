@@ -6,9 +6,11 @@ float scratch file, metering BS.1770 loudness and true peak on the way. Pass 2 s
 file through one gain (target minus measured loudness) and a look-ahead true-peak limiter,
 then encodes. Measuring first is what lets a plain gain hit the ±1 LU target; the limiter
 is what keeps the ceiling without loudnorm's dynamic mode (which misses the target by
-several LU). Lossy encoders add overshoot, so their output is decoded and re-measured, and
-pass 2 repeats with a corrected gain and ceiling if it missed. Nothing holds more than a
-block of samples in memory.
+several LU). When the limiter alone cannot reach the target (peaks too far above the
+loudness, as when RNNoise leaves only the onsets of non-speech sounds), a soft clipper goes
+in front of it. Lossy encoders add overshoot, so their output is decoded and re-measured,
+and pass 2 repeats with a corrected gain and ceiling if it missed. Nothing holds more than
+a block of samples in memory.
 
 Video inputs keep their video packets untouched; only the audio is re-encoded.
 """
@@ -21,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal
+from typing import BinaryIO, Callable, Iterable, Iterator, Literal
 
 import av
 import av.error
@@ -31,7 +33,12 @@ from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
-from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakLimiter, TruePeakMeter
+from nolly_pipeline.processing.loudness import (
+    LoudnessMeter,
+    TruePeakLimiter,
+    TruePeakMeter,
+    soft_clip,
+)
 from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
@@ -52,7 +59,18 @@ _PEAK_SAFETY_DB = 0.1
 _LOSSY_PEAK_MARGIN_DB = 1.0
 _LOUDNESS_TOLERANCE_LU = 0.3  # re-run pass 2 when the output misses the target by more
 _MAX_ENCODES = 3  # lossy output: encode, decode, correct
-_MAX_GAIN_STEPS = 4  # dry runs to find the gain when the limiter is working
+# Soft-clipped output: a codec adds more overshoot to squared-off waveforms, and more again
+# at the extra drive a lowered ceiling takes to keep the loudness, so allow more corrections.
+_MAX_CLIPPED_ENCODES = 5
+_MAX_GAIN_STEPS = 4  # dry runs per gain search (limiter alone, then with the soft clipper)
+# Output LU per dB of gain below which, still too quiet, more gain is not worth trying: the
+# limiter takes back nearly all of it (or the relative gate lets quieter blocks in).
+_MIN_SLOPE = 0.2
+# The soft clipper takes at most this much off the loudest peak; the limiter does the rest.
+# Clipping deeper would meet the loudness target on paper by squaring off the audio (a
+# burst left by the denoiser needed ~30 dB); past this, the true-peak ceiling and clean
+# audio win over the target, and output_lufs shows how far short it landed.
+_MAX_CLIP_DRIVE_DB = 6.0
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
@@ -372,8 +390,8 @@ def audio_clean(
     with tempfile.TemporaryFile(prefix="nolly-audio-") as scratch:
         measured = _pass1(src, scratch, settings, info, ticker)
         normalised = measured.loudness > -60.0  # near-silence has no loudness to match
-        output_lufs, output_peak = _normalise(src, scratch, dst, settings, info, measured,
-                                              normalised, ticker)
+        output_lufs, output_peak, clipped = _normalise(src, scratch, dst, settings, info,
+                                                       measured, normalised, ticker)
     ticker.finish()
     return ProcessingResult(
         files=[OutputFile(path=dst, role="audio", content_type=_CONTENT_TYPES[suffix])],
@@ -384,6 +402,7 @@ def audio_clean(
             "target_lufs": settings.loudness_lufs if normalised else None,
             "output_lufs": round(output_lufs, 2),
             "output_true_peak_db": round(max(output_peak, -99.0), 2),
+            "soft_clipped": clipped,
             "sample_rate": info.sample_rate,
             "channels": info.channels,
             "duration": info.duration,
@@ -467,25 +486,29 @@ def _output_codec(info: MediaInfo) -> str:
 def _normalise(
     src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
     measured: _Measured, normalised: bool, ticker: ProgressTicker,
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """Encode with the gain that meets the loudness target under the true-peak ceiling.
 
-    Returns the output's (loudness, true peak). Lossless output is judged on the limited
-    float signal. Lossy output is decoded and re-measured, since the encoder shifts both
-    (an MP3 low-pass takes loudness, overshoot adds peak); a miss re-encodes with the
-    target moved by the encoder's loudness shift and the ceiling lowered by the overshoot.
+    Returns the output's loudness and true peak, and whether it was soft-clipped. Lossless
+    output is judged on the limited float signal. Lossy output is decoded and re-measured,
+    since the encoder shifts both (an MP3 low-pass takes loudness, overshoot adds peak); a
+    miss re-encodes with the target moved by the encoder's loudness shift and the ceiling
+    lowered by the overshoot.
     """
     lossy = _output_codec(info) in _LOSSY_CODECS
     limit = settings.true_peak_db - _PEAK_SAFETY_DB
     ceiling = limit - (_LOSSY_PEAK_MARGIN_DB if lossy else 0.0)
-    gain = 0.0
+    gain, clip_db = 0.0, None
     target = settings.loudness_lufs
-    for _ in range(_MAX_ENCODES):
+    encodes = 0
+    while encodes < (_MAX_CLIPPED_ENCODES if clip_db is not None else _MAX_ENCODES):
+        encodes += 1
         if normalised:
-            gain = _solve_gain(scratch, measured, info, target, ceiling)
-        sent_lufs, sent_peak = _pass2(src, scratch, dst, info, measured, gain, ceiling, ticker)
+            gain, clip_db = _solve_gain(scratch, measured, info, target, ceiling)
+        sent_lufs, sent_peak = _pass2(src, scratch, dst, info, measured, gain, ceiling, clip_db,
+                                      ticker)
         if not lossy:
-            return sent_lufs, sent_peak
+            return sent_lufs, sent_peak, clip_db is not None
         output_lufs, output_peak = _measure_file(dst)
         miss = settings.loudness_lufs - output_lufs if normalised else 0.0
         overshoot = output_peak - limit
@@ -493,44 +516,72 @@ def _normalise(
             break
         target = settings.loudness_lufs + (sent_lufs - output_lufs)
         ceiling -= max(overshoot + _PEAK_SAFETY_DB, 0.0)
-    return output_lufs, output_peak
+    return output_lufs, output_peak, clip_db is not None
 
 
 def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target: float,
-                ceiling_db: float) -> float:
-    """Gain (dB) whose limited output measures ``target`` LUFS.
+                ceiling_db: float) -> tuple[float, float | None]:
+    """Gain (dB) whose limited output measures ``target`` LUFS, and the soft clipper's ceiling.
 
     Without limiting the answer is exact: target minus measured loudness. Once the limiter
     works, loudness grows more slowly than gain, and not even monotonically (limiting a
     transient that dominates the gated blocks lets quieter blocks past the relative gate),
-    so the gain is found by secant steps on dry runs (limiter and meter, no encoding),
-    keeping the best seen. Material whose peak-to-loudness ratio the limiter cannot close
-    (e.g. tones RNNoise has shredded into clicks) ends at the best gain found, short of
-    the target, after a bounded number of dry runs.
+    so the gain is found by secant steps on dry runs (limiter and meter, no encoding).
+    Material whose peak-to-loudness ratio the limiter cannot close (e.g. tones RNNoise has
+    cut down to onset bursts) stays short of the target however much gain it gets; only
+    then is the search repeated with :func:`soft_clip` ahead of the limiter, which trades
+    the bursts' crest factor for loudness. Its ceiling sits ``_MAX_CLIP_DRIVE_DB`` under the
+    loudest peak (never under the limiter's), so it shaves at most that much and the limiter
+    does the rest. Speech the limiter handles is never clipped (ceiling ``None``).
     """
     gain = target - measured.loudness
     if measured.true_peak_db + gain <= ceiling_db:
-        return gain
+        return gain, None
     rate = info.sample_rate or WORK_RATE
+
+    def clip_at(gain_db: float) -> float:
+        return max(ceiling_db, measured.true_peak_db + gain_db - _MAX_CLIP_DRIVE_DB)
+
+    def dry_run(gain_db: float, clip_db: float | None) -> float:
+        meter = LoudnessMeter(rate, measured.channels)
+        blocks = _scratch_blocks(scratch, measured.channels, int(_BLOCK_SECONDS * rate))
+        for block in _limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db):
+            meter.update(block)
+        return meter.integrated()
+
+    gain, miss = _search_gain(lambda g: dry_run(g, None), gain, target)
+    if miss <= _LOUDNESS_TOLERANCE_LU:
+        return gain, None
+    clip_gain, clip_miss = _search_gain(lambda g: dry_run(g, clip_at(g)), gain, target)
+    return (clip_gain, clip_at(clip_gain)) if abs(clip_miss) < abs(miss) else (gain, None)
+
+
+def _search_gain(loudness_at: Callable[[float], float], gain: float,
+                 target: float) -> tuple[float, float]:
+    """Secant search from ``gain`` for the gain where ``loudness_at`` reads ``target``.
+
+    Returns the best gain seen and its miss (target minus loudness, so positive is too
+    quiet). Gives up early once more gain stops buying loudness, which is the sign that
+    the soft clipper is needed (or, with it, that its bounded drive is spent).
+    """
     best, best_miss = gain, float("inf")
     previous: tuple[float, float] | None = None
     slope = 1.0  # output LU per dB of gain
     for _ in range(_MAX_GAIN_STEPS):
-        meter = LoudnessMeter(rate, measured.channels)
-        blocks = _scratch_blocks(scratch, measured.channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, gain, ceiling_db, rate, measured.channels):
-            meter.update(block)
-        lufs = meter.integrated()
+        lufs = loudness_at(gain)
         miss = target - lufs
         if abs(miss) < abs(best_miss):
             best, best_miss = gain, miss
         if abs(miss) <= _LOUDNESS_TOLERANCE_LU / 2:
             break
         if previous is not None and gain != previous[0]:
-            slope = min(max((lufs - previous[1]) / (gain - previous[0]), 0.2), 1.0)
+            slope = (lufs - previous[1]) / (gain - previous[0])
+            if miss > 0 and slope < _MIN_SLOPE:
+                break
+            slope = min(max(slope, _MIN_SLOPE), 1.0)
         previous = (gain, lufs)
         gain += miss / slope
-    return best
+    return best, best_miss
 
 
 def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
@@ -543,13 +594,17 @@ def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.
 
 
 def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
-             channels: int) -> Iterator[np.ndarray]:
-    """Apply the gain, then the true-peak limiter, trimming its latency."""
+             channels: int, clip_db: float | None) -> Iterator[np.ndarray]:
+    """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
+
+    The limiter's latency is trimmed, so output sample *n* lines up with input sample *n*.
+    """
     gain = 10 ** (gain_db / 20)
     limiter = TruePeakLimiter(rate, channels, ceiling_db)
     to_skip = limiter.latency
     for block in blocks:
-        out = limiter(block * gain)
+        block = block * gain
+        out = limiter(block if clip_db is None else soft_clip(block, clip_db))
         skip = min(to_skip, out.shape[1])
         to_skip -= skip
         yield out[:, skip:]
@@ -558,9 +613,9 @@ def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, ra
 
 def _pass2(
     src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: _Measured,
-    gain_db: float, ceiling_db: float, ticker: ProgressTicker,
+    gain_db: float, ceiling_db: float, clip_db: float | None, ticker: ProgressTicker,
 ) -> tuple[float, float]:
-    """Scratch -> gain -> true-peak limiter -> encode -> mux (+ copied video).
+    """Scratch -> gain -> (soft clipper) -> true-peak limiter -> encode -> mux (+ copied video).
 
     Returns loudness and true peak of the limited signal as it went to the encoder.
     """
@@ -584,7 +639,7 @@ def _pass2(
         written = round(measured.start * rate)
 
         blocks = _scratch_blocks(scratch, channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, gain_db, ceiling_db, rate, channels):
+        for block in _limited(blocks, gain_db, ceiling_db, rate, channels, clip_db):
             if block.shape[1] == 0:
                 continue
             loudness.update(block)

@@ -1,9 +1,11 @@
-"""Streaming BS.1770-4 loudness and true-peak metering, and a true-peak limiter, in numpy.
+"""Streaming BS.1770-4 loudness and true-peak metering, a true-peak limiter and a soft clipper.
 
 Why not FFmpeg's ``ebur128``/``loudnorm``: loudnorm oversamples to 192 kHz internally (the
 single largest cost of audio clean-up after the denoiser), and when its true-peak limit
 forces its dynamic mode it lands several LU off target. Measuring here and applying a plain
-gain plus :class:`TruePeakLimiter` keeps the loudness exact and the peaks caught.
+gain plus :class:`TruePeakLimiter` keeps the loudness exact and the peaks caught;
+:func:`soft_clip` ahead of the limiter is the fallback for material whose peaks sit too far
+above its loudness for any limiter to close the gap.
 
 Everything works on ``(channels, n)`` float blocks of any length and keeps state between
 blocks, so memory does not grow with programme length.
@@ -250,3 +252,25 @@ class TruePeakLimiter:
         self._smoothing = data[len(released) :]
         sums = np.cumsum(np.concatenate([[0.0], data]))
         return (sums[self._window :] - sums[: -self._window]) / self._window
+
+
+def soft_clip(block: np.ndarray, ceiling_db: float, knee_db: float = 6.0) -> np.ndarray:
+    """Saturate samples above ``knee_db`` under the ceiling smoothly towards it (tanh curve).
+
+    A limiter turns gain down around a peak, so a short burst loses its loudness along with
+    its peak, and the release after it costs more: material whose loudness is short bursts
+    in silence (e.g. a denoiser passing only the onsets of a sound) cannot reach a loudness
+    target under a true-peak ceiling however hard it is limited. Clipping instead squares
+    off the burst's waveform, raising its loudness relative to its peak. The curve has
+    slope 1 at the knee (no kink, no click) and never reaches the ceiling; samples below the
+    knee are untouched. It works on samples, so the inter-sample peaks of the harmonics it
+    adds are left to the true-peak limiter that must follow it.
+    """
+    ceiling = 10 ** (ceiling_db / 20)
+    knee = ceiling * 10 ** (-knee_db / 20)
+    out = block.copy()
+    over = np.abs(block) > knee
+    room = ceiling - knee
+    excess = np.abs(block[over]) - knee
+    out[over] = np.sign(block[over]) * (knee + room * np.tanh(excess / room))
+    return out

@@ -3,7 +3,7 @@ import pyloudnorm
 import pytest
 from scipy.signal import resample_poly
 
-from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakLimiter, TruePeakMeter
+from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakLimiter, TruePeakMeter, soft_clip
 
 
 def _signal(rate):
@@ -49,3 +49,17 @@ def test_limiter_holds_ceiling_and_leaves_quiet_parts_alone():
     assert _reference_true_peak_db(out) <= -3.0 + 1e-3
     quiet = slice(int(2.8 * rate), int(3.0 * rate))  # a pause: only noise, far from any peak
     np.testing.assert_allclose(out[:, quiet], x[:, quiet])
+
+
+def test_soft_clip_is_smooth_below_the_ceiling_and_leaves_the_quiet_alone():
+    ceiling_db = -3.0
+    ceiling, knee = 10 ** (ceiling_db / 20), 10 ** ((ceiling_db - 6) / 20)
+    x = np.linspace(-4.0, 4.0, 80_001)[None, :]
+    y = soft_clip(x, ceiling_db)
+    quiet = np.abs(x) <= knee
+    assert np.array_equal(y[quiet], x[quiet])
+    assert np.abs(y).max() < ceiling
+    assert np.all(np.diff(y[0]) >= 0), "monotonic: no foldback"
+    slope = np.diff(y[0]) / np.diff(x[0])
+    assert slope.max() <= 1.0 + 1e-9 and np.abs(np.diff(slope)).max() < 1e-3, "no kink at the knee"
+    assert np.array_equal(soft_clip(-x, ceiling_db), -y)
