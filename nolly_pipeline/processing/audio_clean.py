@@ -29,6 +29,7 @@ import av
 import av.error
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.ndimage import maximum_filter1d
 from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.errors import InputError
@@ -37,6 +38,7 @@ from nolly_pipeline.processing.loudness import (
     LoudnessMeter,
     TruePeakLimiter,
     TruePeakMeter,
+    WindowPeaks,
     soft_clip,
 )
 from nolly_pipeline.processing.media import (
@@ -57,11 +59,18 @@ _ENCODER_NAMES = {"mp3": "libmp3lame", "opus": "libopus", "vorbis": "libvorbis"}
 _PEAK_SAFETY_DB = 0.1
 # Lossy encoders add inter-sample overshoot after limiting; first try this much headroom.
 _LOSSY_PEAK_MARGIN_DB = 1.0
+_MIN_LOSSY_BIT_RATE = 64_000  # per channel (up to two): speech-grade MP3/AAC
 _LOUDNESS_TOLERANCE_LU = 0.3  # re-run pass 2 when the output misses the target by more
-_MAX_ENCODES = 3  # lossy output: encode, decode, correct
-# Soft-clipped output: a codec adds more overshoot to squared-off waveforms, and more again
-# at the extra drive a lowered ceiling takes to keep the loudness, so allow more corrections.
-_MAX_CLIPPED_ENCODES = 5
+_MAX_ENCODES = 4  # lossy output: encode, decode, correct (peak and loudness)
+# Lossy output: where the decoded file overshoots the limit, the next encode lowers the
+# ceiling by the overshoot in windows of this length (and one either side: decoders align
+# to a few samples) ...
+_CEILING_WINDOW_S = 0.02
+# ... and everywhere by this share of it: codec ringing near the ceiling moves between
+# encodes, so local corrections alone chase it. Measured on 36 lossy cases (speech and
+# tones, mp3 at 64/128 kbit/s and AAC, four targets): 24 in range, against 20 for the
+# whole overshoot taken off the global ceiling and 22 for local corrections alone.
+_GLOBAL_SHARE = 0.5
 _MAX_GAIN_STEPS = 4  # dry runs per gain search (limiter alone, then with the soft clipper)
 # Output LU per dB of gain below which, still too quiet, more gain is not worth trying: the
 # limiter takes back nearly all of it (or the relative gate lets quieter blocks in).
@@ -71,6 +80,9 @@ _MIN_SLOPE = 0.2
 # burst left by the denoiser needed ~30 dB); past this, the true-peak ceiling and clean
 # audio win over the target, and output_lufs shows how far short it landed.
 _MAX_CLIP_DRIVE_DB = 6.0
+# Short of the target by more than this with the limiter alone, try the soft clipper; less
+# is within the ±1 LU promise with room for the encoder, and not worth clipping speech.
+_CLIP_WHEN_SHORT_LU = 0.5
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
@@ -483,6 +495,32 @@ def _output_codec(info: MediaInfo) -> str:
     return codec
 
 
+@dataclass(frozen=True)
+class _GainPlan:
+    """What pass 2 applies, and how close the dry runs said it lands."""
+
+    target: float  # LUFS the dry runs aimed at
+    gain_db: float
+    clip_db: float | None  # soft clipper's ceiling; None: the limiter alone
+    miss: float  # LU, target minus the dry run's loudness (positive: too quiet)
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One encode of lossy output, as a player decodes it."""
+
+    path: Path
+    loudness: float
+    true_peak_db: float
+    clipped: bool
+
+    def rank(self, settings: AudioCleanSettings, normalised: bool) -> tuple[bool, float, float]:
+        """Sort key, best first: under the peak limit, then least overshoot, then least miss."""
+        overshoot = self.true_peak_db - settings.true_peak_db
+        miss = abs(settings.loudness_lufs - self.loudness) if normalised else 0.0
+        return overshoot > 0, max(overshoot, 0.0), miss
+
+
 def _normalise(
     src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
     measured: _Measured, normalised: bool, ticker: ProgressTicker,
@@ -491,37 +529,77 @@ def _normalise(
 
     Returns the output's loudness and true peak, and whether it was soft-clipped. Lossless
     output is judged on the limited float signal. Lossy output is decoded and re-measured,
-    since the encoder shifts both (an MP3 low-pass takes loudness, overshoot adds peak); a
-    miss re-encodes with the target moved by the encoder's loudness shift and the ceiling
-    lowered by the overshoot.
+    since the encoder shifts both (an MP3 low-pass takes loudness, ringing adds peak). It
+    is re-encoded only when that can change the outcome: the peak overshot, or the loudness
+    missed although the dry runs had hit the target (the target moves by the encoder's
+    shift), or it came out too quiet well under the limit (the codec took peaks off, as an
+    MP3 low-pass does to clicks: the ceiling goes up, never past the limit). Otherwise,
+    when the dry runs were already short, another encode would land in the same place. An
+    overshoot lowers the ceiling by its full amount where it happened and by
+    ``_GLOBAL_SHARE`` of it everywhere else. Codec ringing on heavily limited audio varies
+    from one encode to the next, so a correction can come out worse: the best encode
+    (:meth:`_Encoded.rank`) is the one kept, and if none is under the limit by the last
+    try, that one leaves room for the largest rise any encode put on its ceiling.
     """
     lossy = _output_codec(info) in _LOSSY_CODECS
     limit = settings.true_peak_db - _PEAK_SAFETY_DB
     ceiling = limit - (_LOSSY_PEAK_MARGIN_DB if lossy else 0.0)
-    gain, clip_db = 0.0, None
+    rate = info.sample_rate or WORK_RATE
+    window = max(round(_CEILING_WINDOW_S * rate), 1)
+    lowered = np.zeros(-(-_scratch_samples(scratch, measured.channels) // window)) if lossy else None
     target = settings.loudness_lufs
-    encodes = 0
-    while encodes < (_MAX_CLIPPED_ENCODES if clip_db is not None else _MAX_ENCODES):
-        encodes += 1
-        if normalised:
-            gain, clip_db = _solve_gain(scratch, measured, info, target, ceiling)
-        sent_lufs, sent_peak = _pass2(src, scratch, dst, info, measured, gain, ceiling, clip_db,
+    plan: _GainPlan | None = None
+    best: _Encoded | None = None
+    rise = 0.0  # the most any encode has put on top of its ceiling
+    for attempt in range(_MAX_ENCODES):
+        if attempt == _MAX_ENCODES - 1 and best is not None and best.true_peak_db > limit:
+            ceiling = min(ceiling, limit - rise - _PEAK_SAFETY_DB)  # last try: the peak first
+        plan = (_solve_gain(scratch, measured, info, target, ceiling, lowered, plan)
+                if normalised else _GainPlan(target, 0.0, None, 0.0))
+        path = dst if not lossy else dst.with_name(f".{dst.stem}.{attempt}{dst.suffix}")
+        sent_lufs, sent_peak = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered,
                                       ticker)
         if not lossy:
-            return sent_lufs, sent_peak, clip_db is not None
-        output_lufs, output_peak = _measure_file(dst)
+            return sent_lufs, sent_peak, plan.clip_db is not None
+        output_lufs, output_peak, window_peaks = _measure_file(path, window, limit)
+        rise = max(rise, output_peak - ceiling)
+        encoded = _Encoded(path, output_lufs, output_peak, plan.clip_db is not None)
+        if best is None or encoded.rank(settings, normalised) < best.rank(settings, normalised):
+            best, encoded = encoded, best
+        if encoded is not None:
+            encoded.path.unlink()
         miss = settings.loudness_lufs - output_lufs if normalised else 0.0
-        overshoot = output_peak - limit
-        if abs(miss) <= _LOUDNESS_TOLERANCE_LU and overshoot <= 0:
+        # Too quiet with room under the limit: a higher ceiling lets the limiter give more.
+        room = miss > 0 and output_peak < limit - _LOUDNESS_TOLERANCE_LU and ceiling < limit
+        loudness_fixable = abs(plan.miss) <= _LOUDNESS_TOLERANCE_LU or room
+        if output_peak <= limit and (abs(miss) <= _LOUDNESS_TOLERANCE_LU or not loudness_fixable):
             break
         target = settings.loudness_lufs + (sent_lufs - output_lufs)
-        ceiling -= max(overshoot + _PEAK_SAFETY_DB, 0.0)
-    return output_lufs, output_peak, clip_db is not None
+        lowered += _overshoot_db(window_peaks, limit, len(lowered))
+        # Overshoot lowers the ceiling; room left under the limit raises it (never past it).
+        ceiling = min(ceiling - _GLOBAL_SHARE * (output_peak - limit), limit)
+    best.path.replace(dst)
+    return best.loudness, best.true_peak_db, best.clipped
+
+
+def _overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.ndarray:
+    """Per window, how far (plus safety) the decoded peak went over ``limit_db``; 0 elsewhere.
+
+    Spread to the neighbouring windows, so a peak the decoder shifted by a few samples
+    across a window edge is still covered.
+    """
+    peaks = np.zeros(windows)
+    peaks[: min(windows, len(window_peaks))] = window_peaks[:windows]
+    over = np.zeros(windows)
+    hot = peaks > 10 ** (limit_db / 20)
+    over[hot] = 20 * np.log10(peaks[hot]) - limit_db + _PEAK_SAFETY_DB
+    return maximum_filter1d(over, 3, mode="constant")
 
 
 def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target: float,
-                ceiling_db: float) -> tuple[float, float | None]:
-    """Gain (dB) whose limited output measures ``target`` LUFS, and the soft clipper's ceiling.
+                ceiling_db: float, lowered: np.ndarray | None,
+                previous: _GainPlan | None) -> _GainPlan:
+    """Gain (dB), and soft clipper ceiling if needed, whose output measures ``target`` LUFS.
 
     Without limiting the answer is exact: target minus measured loudness. Once the limiter
     works, loudness grows more slowly than gain, and not even monotonically (limiting a
@@ -529,14 +607,19 @@ def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target:
     so the gain is found by secant steps on dry runs (limiter and meter, no encoding).
     Material whose peak-to-loudness ratio the limiter cannot close (e.g. tones RNNoise has
     cut down to onset bursts) stays short of the target however much gain it gets; only
-    then is the search repeated with :func:`soft_clip` ahead of the limiter, which trades
-    the bursts' crest factor for loudness. Its ceiling sits ``_MAX_CLIP_DRIVE_DB`` under the
-    loudest peak (never under the limiter's), so it shaves at most that much and the limiter
-    does the rest. Speech the limiter handles is never clipped (ceiling ``None``).
+    when it is short by more than ``_CLIP_WHEN_SHORT_LU`` is the search repeated with
+    :func:`soft_clip` ahead of the limiter, which trades the bursts' crest factor for
+    loudness. Its ceiling sits ``_MAX_CLIP_DRIVE_DB`` under the loudest peak (never under
+    the limiter's), so it shaves at most that much and the limiter does the rest.
+
+    ``lowered`` is the per-window ceiling reduction of lossy output (see :func:`_limited`).
+    ``previous`` (the plan of the last encode of lossy output) warm-starts the search in
+    the mode it ended in, so a re-encode costs one or two dry runs rather than a full search.
     """
     gain = target - measured.loudness
-    if measured.true_peak_db + gain <= ceiling_db:
-        return gain, None
+    lowest = ceiling_db - (np.max(lowered, initial=0.0) if lowered is not None else 0.0)
+    if measured.true_peak_db + gain <= lowest:
+        return _GainPlan(target, gain, None, 0.0)
     rate = info.sample_rate or WORK_RATE
 
     def clip_at(gain_db: float) -> float:
@@ -545,15 +628,25 @@ def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target:
     def dry_run(gain_db: float, clip_db: float | None) -> float:
         meter = LoudnessMeter(rate, measured.channels)
         blocks = _scratch_blocks(scratch, measured.channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db):
+        for block in _limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db,
+                              lowered):
             meter.update(block)
         return meter.integrated()
 
-    gain, miss = _search_gain(lambda g: dry_run(g, None), gain, target)
-    if miss <= _LOUDNESS_TOLERANCE_LU:
-        return gain, None
-    clip_gain, clip_miss = _search_gain(lambda g: dry_run(g, clip_at(g)), gain, target)
-    return (clip_gain, clip_at(clip_gain)) if abs(clip_miss) < abs(miss) else (gain, None)
+    def clipped(start: float) -> _GainPlan:
+        found, miss = _search_gain(lambda g: dry_run(g, clip_at(g)), start, target)
+        return _GainPlan(target, found, clip_at(found), miss)
+
+    if previous is not None:
+        gain = max(gain, previous.gain_db + target - previous.target)
+        if previous.clip_db is not None:
+            return clipped(gain)
+    found, miss = _search_gain(lambda g: dry_run(g, None), gain, target)
+    limited = _GainPlan(target, found, None, miss)
+    if miss <= _CLIP_WHEN_SHORT_LU:
+        return limited
+    with_clipper = clipped(found)
+    return with_clipper if abs(with_clipper.miss) < abs(miss) else limited
 
 
 def _search_gain(loudness_at: Callable[[float], float], gain: float,
@@ -584,6 +677,11 @@ def _search_gain(loudness_at: Callable[[float], float], gain: float,
     return best, best_miss
 
 
+def _scratch_samples(scratch: BinaryIO, channels: int) -> int:
+    scratch.seek(0, 2)
+    return scratch.tell() // (4 * channels)
+
+
 def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
     scratch.seek(0)
     while True:
@@ -594,17 +692,29 @@ def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.
 
 
 def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
-             channels: int, clip_db: float | None) -> Iterator[np.ndarray]:
+             channels: int, clip_db: float | None,
+             lowered: np.ndarray | None) -> Iterator[np.ndarray]:
     """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
 
-    The limiter's latency is trimmed, so output sample *n* lines up with input sample *n*.
+    ``lowered`` (dB per ``_CEILING_WINDOW_S`` window) brings the limiter's ceiling down
+    where an earlier encode overshot. The limiter's latency is trimmed, so output sample
+    *n* lines up with input sample *n*.
     """
     gain = 10 ** (gain_db / 20)
     limiter = TruePeakLimiter(rate, channels, ceiling_db)
     to_skip = limiter.latency
+    window = max(round(_CEILING_WINDOW_S * rate), 1)
+    local = lowered is not None and bool(lowered.any())
+    position = 0
     for block in blocks:
         block = block * gain
-        out = limiter(block if clip_db is None else soft_clip(block, clip_db))
+        block = block if clip_db is None else soft_clip(block, clip_db)
+        if local:
+            index = np.minimum((position + np.arange(block.shape[1])) // window, len(lowered) - 1)
+            out = limiter(block, lowered[index])
+        else:
+            out = limiter(block)
+        position += block.shape[1]
         skip = min(to_skip, out.shape[1])
         to_skip -= skip
         yield out[:, skip:]
@@ -613,7 +723,7 @@ def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, ra
 
 def _pass2(
     src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: _Measured,
-    gain_db: float, ceiling_db: float, clip_db: float | None, ticker: ProgressTicker,
+    plan: _GainPlan, ceiling_db: float, lowered: np.ndarray | None, ticker: ProgressTicker,
 ) -> tuple[float, float]:
     """Scratch -> gain -> (soft clipper) -> true-peak limiter -> encode -> mux (+ copied video).
 
@@ -628,7 +738,10 @@ def _pass2(
         codec = _output_codec(info)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
         if codec in _LOSSY_CODECS:
-            a_out.bit_rate = src_audio.codec_context.bit_rate or 192_000
+            # The source's rate, as its editor chose it; but a stream's figure is often
+            # an average (near nothing for a quiet AAC track), so never below the floor.
+            a_out.bit_rate = max(src_audio.codec_context.bit_rate or 0,
+                                 _MIN_LOSSY_BIT_RATE * min(channels, 2))
         elif src_audio.codec_context.format.name in {f.name for f in a_out.codec.audio_formats or []}:
             a_out.format = src_audio.codec_context.format.name  # keep PCM/FLAC bit depth
         a_out.time_base = Fraction(1, rate)
@@ -639,7 +752,8 @@ def _pass2(
         written = round(measured.start * rate)
 
         blocks = _scratch_blocks(scratch, channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, gain_db, ceiling_db, rate, channels, clip_db):
+        for block in _limited(blocks, plan.gain_db, ceiling_db, rate, channels, plan.clip_db,
+                              lowered):
             if block.shape[1] == 0:
                 continue
             loudness.update(block)
@@ -662,14 +776,18 @@ def _pass2(
     return loudness.integrated(), peak.peak_db()
 
 
-def _measure_file(path: Path) -> tuple[float, float]:
-    """Loudness and true peak of an encoded file's first audio track, as a player decodes it."""
+def _measure_file(path: Path, window: int, limit_db: float) -> tuple[float, float, np.ndarray]:
+    """Loudness and true peak of an encoded file's first audio track, as a player decodes it.
+
+    Also the true peak per ``window`` samples where it reaches ``limit_db`` (0 elsewhere).
+    """
     with open_input(path) as container:
         stream = container.streams.audio[0]
         channels = stream.codec_context.channels
         rate = stream.codec_context.sample_rate
         to_float = av.AudioResampler(format="fltp", layout=_layout_name(channels, stream), rate=rate)
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+        windows = WindowPeaks(channels, window, limit_db)
 
         def decoded() -> Iterator[av.AudioFrame]:
             for frame in container.decode(stream):
@@ -679,4 +797,5 @@ def _measure_file(path: Path) -> tuple[float, float]:
         for block in _blocks(decoded(), rate):
             loudness.update(block)
             peak.update(block)
-    return loudness.integrated(), peak.peak_db()
+            windows.update(block)
+    return loudness.integrated(), peak.peak_db(), windows.finish()

@@ -219,17 +219,22 @@ class TruePeakLimiter:
         self._smoothing = np.zeros(self._window - 1)
         self._signal = np.zeros((channels, self.latency))
 
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        peaks = self._oversampler(block, self._ceiling_linear)
-        gain = 10 ** (-self._attenuation(peaks) / 20)
+    def __call__(self, block: np.ndarray, lowered_db: np.ndarray | None = None) -> np.ndarray:
+        """Limit ``block``; ``lowered_db`` (per sample, >= 0) brings the ceiling down locally."""
+        ceiling = self._ceiling if lowered_db is None else self._ceiling - lowered_db
+        threshold = self._ceiling_linear if lowered_db is None else 10 ** (np.min(ceiling) / 20)
+        peaks = self._oversampler(block, threshold)
+        gain = 10 ** (-self._attenuation(peaks, threshold, ceiling) / 20)
         signal = np.concatenate([self._signal, block], axis=1)
         self._signal = signal[:, block.shape[1] :]
         return signal[:, : block.shape[1]] * gain
 
-    def _attenuation(self, peaks: np.ndarray) -> np.ndarray:
+    def _attenuation(self, peaks: np.ndarray, threshold: float,
+                     ceiling: float | np.ndarray) -> np.ndarray:
         needed = np.zeros(len(peaks))
-        over = peaks > self._ceiling_linear
-        needed[over] = 20 * np.log10(peaks[over]) - self._ceiling
+        over = np.flatnonzero(peaks > threshold)  # the lowest ceiling: nothing else can be over
+        local = ceiling if np.isscalar(ceiling) else ceiling[over]
+        needed[over] = np.maximum(20 * np.log10(peaks[over]) - local, 0.0)
         held = self._ahead_max(needed)
         released = self._release_curve(held)
         return self._moving_average(released)
@@ -274,3 +279,37 @@ def soft_clip(block: np.ndarray, ceiling_db: float, knee_db: float = 6.0) -> np.
     excess = np.abs(block[over]) - knee
     out[over] = np.sign(block[over]) * (knee + room * np.tanh(excess / room))
     return out
+
+
+class WindowPeaks:
+    """True peak per fixed window of a stream, for the windows that reach ``threshold_db``.
+
+    Finds where an encoder pushed peaks over a limit, so the next encode can lower the
+    ceiling there only. Windows below the threshold read 0 (linear), which lets the
+    oversampler skip them. Memory is one float per window (36k per hour at 100 ms).
+    """
+
+    def __init__(self, channels: int, window: int, threshold_db: float) -> None:
+        self._oversampler = _Oversampler(channels)
+        self._channels = channels
+        self._window = window
+        self._threshold = 10 ** (threshold_db / 20)
+        self._to_skip = PEAK_DELAY  # the oversampler's output lags its input
+        self._peaks: list[np.ndarray] = []
+        self._partial = np.zeros(0)
+
+    def update(self, block: np.ndarray) -> None:
+        peaks = self._oversampler(block, self._threshold)
+        skip = min(self._to_skip, len(peaks))
+        self._to_skip -= skip
+        data = np.concatenate([self._partial, peaks[skip:]])
+        whole = len(data) - len(data) % self._window
+        if whole:
+            self._peaks.append(data[:whole].reshape(-1, self._window).max(axis=1))
+        self._partial = data[whole:]
+
+    def finish(self) -> np.ndarray:
+        """Linear true peak per window (0 where under the threshold), ringing included."""
+        self.update(np.zeros((self._channels, PEAK_DELAY + 1)))
+        tail = [self._partial.max(keepdims=True)] if len(self._partial) else []
+        return np.concatenate(self._peaks + tail) if self._peaks or tail else np.zeros(0)

@@ -3,7 +3,13 @@ import pyloudnorm
 import pytest
 from scipy.signal import resample_poly
 
-from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakLimiter, TruePeakMeter, soft_clip
+from nolly_pipeline.processing.loudness import (
+    LoudnessMeter,
+    TruePeakLimiter,
+    TruePeakMeter,
+    WindowPeaks,
+    soft_clip,
+)
 
 
 def _signal(rate):
@@ -49,6 +55,36 @@ def test_limiter_holds_ceiling_and_leaves_quiet_parts_alone():
     assert _reference_true_peak_db(out) <= -3.0 + 1e-3
     quiet = slice(int(2.8 * rate), int(3.0 * rate))  # a pause: only noise, far from any peak
     np.testing.assert_allclose(out[:, quiet], x[:, quiet])
+
+
+def test_limiter_lowers_its_ceiling_only_where_asked():
+    rate = 48_000
+    x = _signal(rate) * 2.0
+    lowered = np.zeros(x.shape[1])
+    second = slice(int(3.0 * rate), int(4.0 * rate))
+    lowered[second] = 4.0  # -3 dBTP everywhere, -7 dBTP in the 4th second
+    limiter = TruePeakLimiter(rate, 2, -3.0)
+    parts = [limiter(x[:, s : s + 7777], lowered[s : s + 7777]) for s in range(0, x.shape[1], 7777)]
+    out = np.concatenate(parts + [limiter(np.zeros((2, limiter.latency)))], axis=1)[:, limiter.latency :]
+    assert _reference_true_peak_db(out) <= -3.0 + 1e-3
+    inner = slice(second.start + 2400, second.stop - 2400)  # clear of the edges' ramps
+    assert _reference_true_peak_db(out[:, inner]) <= -7.0 + 0.05
+    assert _reference_true_peak_db(out[:, : int(2.5 * rate)]) > -3.5, "the rest keeps -3 dBTP"
+
+
+def test_window_peaks_find_the_windows_over_the_threshold():
+    rate, window = 48_000, 960
+    x = _signal(rate)
+    meter = WindowPeaks(2, window, -6.0)
+    for block in _in_blocks(x):
+        meter.update(block)
+    peaks = meter.finish()
+    assert len(peaks) == x.shape[1] // window + 1  # and the ringing past the last sample
+    over = np.flatnonzero(peaks > 10 ** (-6 / 20))
+    assert len(over) and np.all(over * window <= 1.01 * rate) and np.all((over + 1) * window >= rate)
+    clap = over[np.argmax(peaks[over])]
+    reference = _reference_true_peak_db(x[:, max(clap - 1, 0) * window : (clap + 2) * window])
+    assert 20 * np.log10(peaks[clap]) == pytest.approx(reference, abs=0.1)
 
 
 def test_soft_clip_is_smooth_below_the_ceiling_and_leaves_the_quiet_alone():
