@@ -53,6 +53,7 @@ class MediaInfo:
     sample_rate: int | None = None
     channels: int | None = None
     audio_codec: str | None = None  # "aac", "mp3", "pcm_s16le", ...
+    audio_bit_rate: int | None = None  # bit/s as the stream reports it (often an average)
 
 
 def decode_error(path: Path, exc: BaseException | str) -> InputError:
@@ -110,6 +111,7 @@ def probe(path: Path) -> MediaInfo:
             "sample_rate": audio.codec_context.sample_rate,
             "channels": audio.codec_context.channels,
             "audio_codec": audio.codec_context.codec.canonical_name,
+            "audio_bit_rate": audio.codec_context.bit_rate or None,
         }
     if video is None:
         return MediaInfo(kind="audio", format_name=format_name, duration=duration, **audio_fields)
