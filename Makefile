@@ -41,6 +41,7 @@ test-slow: install models test-deps
 
 bench: install models test-deps
 	$(PY) benchmarks/processing.py
+	$(PY) benchmarks/audio_loudness.py
 	$(PY) benchmarks/dispatch.py
 
 clean:

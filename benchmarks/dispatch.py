@@ -28,6 +28,7 @@ for _key, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 
 from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 
+from benchmarks._doc import write_section  # noqa: E402
 from nolly_pipeline.config import Settings  # noqa: E402
 from nolly_pipeline.db import migrate  # noqa: E402
 from nolly_pipeline.db.engine import get_engine  # noqa: E402
@@ -123,20 +124,6 @@ def per_job_overhead(pg_url: str, jobs: int) -> tuple[list[float], float]:
         return latencies, batch_seconds
 
 
-def write_section(text: str) -> None:
-    doc = REPO / "docs" / "benchmarks.md"
-    begin, end = "<!-- dispatch:begin -->", "<!-- dispatch:end -->"
-    current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in current:
-        head, rest = current.split(begin, 1)
-        current = head + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(exist_ok=True)
-    doc.write_text(current)
-
-
 def main() -> None:
     with services.postgres_database("nolly_bench") as url:
         tick_seconds(url, backlog=100)  # warm-up: imports, connections, plan caches
@@ -162,7 +149,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    write_section(text)
+    write_section("dispatch", text)
 
 
 if __name__ == "__main__":

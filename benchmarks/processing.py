@@ -18,6 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._doc import write_section  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade  # noqa: E402
 from nolly_pipeline_tests.processing.reference import (  # noqa: E402
@@ -28,9 +29,6 @@ from nolly_pipeline_tests.processing.reference import (  # noqa: E402
     mix_at_snr,
     pink_noise,
 )
-
-MARK_BEGIN, MARK_END = "<!-- processing-benchmarks:begin -->", "<!-- processing-benchmarks:end -->"
-
 
 def _clip(path: Path, seconds: int, size: str) -> Path:
     ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={size}:r=30:d={seconds}", "-f", "lavfi",
@@ -125,14 +123,7 @@ def main() -> None:
     table = "| run | time / size | result |\n| --- | --- | --- |\n" + "".join(
         f"| {a} | {b} | {c} |\n" for a, b, c in rows)
     print(table)
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    section = f"{MARK_BEGIN}\n## Local processing (2 cores)\n\n{table}{MARK_END}"
-    if MARK_BEGIN in text:
-        text = text.split(MARK_BEGIN)[0] + section + text.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    doc.write_text(text)
+    write_section("processing-benchmarks", f"## Local processing (2 cores)\n\n{table}")
 
 
 if __name__ == "__main__":
