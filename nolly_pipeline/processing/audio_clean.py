@@ -53,6 +53,10 @@ from nolly_pipeline.processing.media import (
 WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "libmp3lame", "libopus", "libvorbis"}
+# When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
+# container holds at any sample rate: lossless FLAC for Ogg (Opus would force 48 kHz).
+_FALLBACK_CODECS = {".ogg": "flac"}
+_WAV_CODECS = {"pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le"}
 # FFmpeg names encoders differently from the codecs they produce for a few formats.
 _ENCODER_NAMES = {"mp3": "libmp3lame", "opus": "libopus", "vorbis": "libvorbis"}
 # Aim this far under the true-peak limit: meters differ slightly, PCM rounds to 16 bits.
@@ -90,6 +94,7 @@ _MAX_CLIP_DRIVE_DB = 6.0
 _CLIP_WHEN_SHORT_LU = 0.5
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
+    ".ogg": "audio/ogg", ".opus": "audio/ogg",
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
 }
 
@@ -490,13 +495,20 @@ def _pass1(
     return _Measured(loudness.integrated(), peak.peak_db(), start, channels)
 
 
-def _output_codec(info: MediaInfo) -> str:
-    """Keep the source codec when we can encode it, so the file stays what the editor sent."""
-    codec = _ENCODER_NAMES.get(info.audio_codec or "", info.audio_codec or "aac")
+def _output_codec(info: MediaInfo, suffix: str) -> str:
+    """Keep the source codec when we can encode it, so the file stays what the editor sent.
+
+    Audio in a container we do not write (AIFF, CAF, ...) comes back as WAV, which holds
+    little-endian PCM only.
+    """
+    if suffix == ".wav":
+        return info.audio_codec if info.audio_codec in _WAV_CODECS else "pcm_s16le"
+    fallback = _FALLBACK_CODECS.get(suffix, "aac")
+    codec = _ENCODER_NAMES.get(info.audio_codec or "", info.audio_codec or fallback)
     try:
         av.Codec(codec, "w")
     except (av.error.FFmpegError, ValueError):
-        return "aac"
+        return fallback
     return codec
 
 
@@ -546,7 +558,7 @@ def _normalise(
     (:meth:`_Encoded.rank`) is the one kept, and if none is under the limit by the last
     try, that one leaves room for the largest rise any encode put on its ceiling.
     """
-    lossy = _output_codec(info) in _LOSSY_CODECS
+    lossy = _output_codec(info, dst.suffix) in _LOSSY_CODECS
     limit = settings.true_peak_db - _PEAK_SAFETY_DB
     ceiling = limit - (_lossy_margin_db(info, measured.channels) if lossy else 0.0)
     rate = info.sample_rate or WORK_RATE
@@ -753,7 +765,7 @@ def _pass2(
     with open_input(src) as video_in, av.open(str(dst), "w") as out:
         src_audio = video_in.streams.audio[0]
         layout = _layout_name(channels, src_audio)
-        codec = _output_codec(info)
+        codec = _output_codec(info, dst.suffix)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
         if codec in _LOSSY_CODECS:
             a_out.bit_rate = _lossy_bit_rate(info, channels)

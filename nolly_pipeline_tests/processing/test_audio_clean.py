@@ -150,6 +150,27 @@ def test_lossy_speech_meets_loudness_and_true_peak_at_defaults(speech_48k, tmp_p
     assert _true_peak_db(samples, rate) <= -1.5
 
 
+@pytest.mark.parametrize(
+    "name,encode,suffix,codec",
+    [
+        ("vorbis.ogg", ["-c:a", "libvorbis"], ".ogg", "flac"),  # no Vorbis encoder: FLAC in Ogg
+        ("voice.opus", ["-c:a", "libopus"], ".opus", "opus"),
+        ("voice.aiff", ["-c:a", "pcm_s16be"], ".wav", "pcm_s16le"),  # a container we don't write
+    ],
+)
+def test_other_containers_keep_their_family_rate_and_channels(tmp_path, name, encode, suffix, codec):
+    src = tmp_path / name
+    rate = 48_000 if suffix == ".opus" else 44_100
+    ffmpeg("-f", "lavfi", "-i", f"sine=f=440:d=2:sample_rate={rate}", "-ac", "2", *encode, str(src))
+    result = audio_clean(src, tmp_path / "out", AudioCleanSettings(denoise="off"))
+    out = result.files[0].path
+    info = probe(out)
+    assert (out.suffix, info.audio_codec, info.sample_rate, info.channels) == (suffix, codec, rate, 2)
+    samples, _ = read_audio(out)
+    assert pyloudnorm.Meter(rate).integrated_loudness(samples.T) == pytest.approx(-16, abs=1.0)
+    assert _true_peak_db(samples, rate) <= -1.5
+
+
 def test_video_audio_cleaned_and_video_copied(video_clip, tmp_path):
     calls = []
     result = audio_clean(video_clip, tmp_path, AudioCleanSettings(denoise="spectral"),
