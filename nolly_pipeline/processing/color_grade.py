@@ -31,6 +31,7 @@ from nolly_pipeline.processing.media import (
     ProgressTicker,
     copy_stream,
     decode_error,
+    keep_rotation,
     open_input,
     probe,
     remux_packet,
@@ -395,6 +396,7 @@ def _grade_video(
         v_out.options = {"crf": str(settings.crf), "preset": settings.x264_preset}
         if v_in.sample_aspect_ratio:
             v_out.codec_context.sample_aspect_ratio = v_in.sample_aspect_ratio
+        keep_rotation(v_out, info.rotation)
         a_outs = {a.index: copy_stream(out, a) for a in a_ins}
         graph = _lut_graph(cube_path, "yuv420p", template=v_in)
 

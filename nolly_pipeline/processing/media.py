@@ -49,6 +49,7 @@ class MediaInfo:
     fps: Fraction | None = None  # average frame rate
     frame_count: int | None = None  # from the container index, or estimated from duration*fps
     video_codec: str | None = None  # codec (not decoder) name: "h264", "png", "mjpeg"
+    rotation: int = 0  # display rotation in degrees (phones film portrait as rotated landscape)
     has_audio: bool = False
     sample_rate: int | None = None
     channels: int | None = None
@@ -99,8 +100,10 @@ def probe(path: Path) -> MediaInfo:
         if video is None and audio is None:
             raise InputError(f"could not decode {path.name}: no audio or video stream")
         main = video if video is not None else audio
-        if next(container.decode(main), None) is None:
+        first = next(container.decode(main), None)
+        if first is None:
             raise InputError(f"could not decode {path.name}: no decodable frames")
+        rotation = round(first.rotation) if video is not None else 0
         format_name = container.format.name
         duration = _duration(container, main)
 
@@ -127,6 +130,7 @@ def probe(path: Path) -> MediaInfo:
         fps=fps,
         frame_count=1 if is_image else _frame_count(video, duration, fps),
         video_codec=video.codec_context.codec.canonical_name,
+        rotation=0 if is_image else rotation,
         **audio_fields,
     )
 
@@ -165,6 +169,16 @@ def copy_stream(
             f"the {template.type} codec {codec} cannot be stored in {output.format.name}"
         )
     return output.add_stream_from_template(template)
+
+
+def keep_rotation(stream: av.stream.Stream, degrees: int) -> None:
+    """Tag a re-encoded video stream with the source's display rotation.
+
+    Frames are decoded as stored; without the tag a phone's portrait clip would come back
+    lying on its side. Call before the first packet is muxed.
+    """
+    if degrees:
+        stream.set_display_rotation(degrees)
 
 
 def remux_packet(

@@ -46,6 +46,7 @@ from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
     copy_stream,
+    keep_rotation,
     open_input,
     probe,
     remux_packet,
@@ -99,7 +100,8 @@ def roto(
     if info.kind == "audio":
         raise InputError("roto needs a video or image, got audio")
     assert info.width and info.height  # probe fills them for video and images
-    wide = landscape_model_path is not None and info.width / info.height > _LANDSCAPE_MIN_ASPECT
+    width, height = (info.height, info.width) if info.rotation % 180 else (info.width, info.height)
+    wide = landscape_model_path is not None and width / height > _LANDSCAPE_MIN_ASPECT
     matter = _Matter(
         landscape_model_path if wide and landscape_model_path else model_path,
         landscape=wide,
@@ -315,7 +317,8 @@ class _Writer:
     _FINISH = object()
 
     def __init__(
-        self, spec: _VideoSpec, video_in: av.stream.Stream, audio_in: av.stream.Stream | None
+        self, spec: _VideoSpec, video_in: av.stream.Stream, audio_in: av.stream.Stream | None,
+        rotation: int,
     ) -> None:
         self.spec = spec
         self._container = av.open(str(spec.path), mode="w", options=_muxer_options(spec))
@@ -330,6 +333,7 @@ class _Writer:
         ctx.thread_count, ctx.thread_type = 2, "FRAME"
         if decoder.sample_aspect_ratio:  # anamorphic sources keep their pixel shape
             ctx.sample_aspect_ratio = decoder.sample_aspect_ratio
+        keep_rotation(self._video, rotation)
         if spec.role != "matte":  # the grey matte is not a picture: leave it untagged
             ctx.colorspace, ctx.color_range = decoder.colorspace, decoder.color_range
             ctx.color_primaries, ctx.color_trc = decoder.color_primaries, decoder.color_trc
@@ -455,7 +459,7 @@ def _roto_video(
         audio_in = container.streams.audio[0] if container.streams.audio else None
         try:
             for spec in _specs(src, out_dir, settings):  # one by one, so a failure aborts the rest
-                writers.append(_Writer(spec, video_in, audio_in))
+                writers.append(_Writer(spec, video_in, audio_in, info.rotation))
             encoders = [w for w in writers if not w.copies_audio]
             copiers = [w for w in writers if w.copies_audio]
             streams = [s for s in (video_in, audio_in) if s is not None]
@@ -463,7 +467,7 @@ def _roto_video(
             for packet in container.demux(*streams):
                 if packet.stream is video_in:
                     for frame in packet.decode():
-                        _process_frame(frame, matter, model_w, model_h, writers)
+                        _process_frame(frame, matter, model_w, model_h, info.rotation, writers)
                         ticker.advance()
                     continue
                 for writer in copiers:
@@ -497,12 +501,21 @@ def _roto_video(
 
 
 def _process_frame(
-    frame: av.VideoFrame, matter: _Matter, model_w: int, model_h: int, writers: list[_Writer]
+    frame: av.VideoFrame, matter: _Matter, model_w: int, model_h: int, rotation: int,
+    writers: list[_Writer],
 ) -> None:
+    """Matte one frame; the model sees it upright, as the player will show it.
+
+    A phone's portrait clip is stored as landscape frames plus a display rotation (degrees
+    counter-clockwise), and the selfie model finds people lying on their side poorly.
+    """
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
-    small = frame.to_ndarray(width=model_w, height=model_h, format="rgb24", interpolation="AREA")
-    matte_small = matter.smooth(small, matter.infer(small))
+    turns = rotation // 90 % 4
+    stored_w, stored_h = (model_h, model_w) if turns % 2 else (model_w, model_h)
+    small = frame.to_ndarray(width=stored_w, height=stored_h, format="rgb24", interpolation="AREA")
+    upright = np.ascontiguousarray(np.rot90(small, turns))
+    matte_small = np.ascontiguousarray(np.rot90(matter.smooth(upright, matter.infer(upright)), -turns))
     matte = matter.upsample(
         matte_small, (frame.width, frame.height), _yuv_guide(frame) if matter.refines else None
     )

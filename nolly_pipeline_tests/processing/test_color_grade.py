@@ -31,6 +31,15 @@ def test_video_keeps_geometry_rate_count_duration_and_audio(video_clip, tmp_path
     assert calls[-1] == (50, 50) and all(d <= t for d, t in calls)
 
 
+def test_phone_rotation_is_kept(video_clip, tmp_path):
+    """A portrait phone clip is landscape frames plus a display rotation; keep the rotation."""
+    phone = tmp_path / "phone.mp4"
+    ffmpeg("-display_rotation:v:0", "90", "-i", str(video_clip), "-c", "copy", str(phone))
+    assert probe(phone).rotation == 90
+    out = color_grade(phone, tmp_path / "out", ColorGradeSettings(preset="warm")).files[0].path
+    assert probe(out).rotation == 90
+
+
 def test_lut_output_matches_ffmpeg_cli_lut3d(video_clip, tmp_path):
     # Lossless x264 on both sides: at crf 18 two encodes of the same frames already differ by
     # ~38 dB on testsrc2's noise patch, which would hide what this test checks (the filtering).

@@ -20,6 +20,7 @@ from nolly_pipeline_tests.processing import roto_fixtures
 from nolly_pipeline_tests.processing.roto_fixtures import (
     astronaut,
     background_mask,
+    frame_with_person,
     iou,
     person_mask,
     place,
@@ -294,3 +295,32 @@ def test_an_encoder_failure_surfaces_without_hanging(
     monkeypatch.setattr(roto_module._Writer, "_write", failing_write)
     with pytest.raises(RuntimeError, match="encoding clip_matte.mp4 failed"):
         _roto(src, tmp_path / "out", models_dir)
+
+
+def test_phone_portrait_clip_is_matted_upright_and_keeps_its_rotation(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """Phones store portrait video as landscape frames plus a display rotation (here 90)."""
+    upright, placement = frame_with_person(360, 640)
+    src = tmp_path / "phone.mp4"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        video.set_display_rotation(90)  # counter-clockwise: the player turns it upright
+        for index in range(5):
+            stored = np.ascontiguousarray(np.rot90(upright, -1))
+            picture = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            picture.pts, picture.time_base = index, Fraction(1, FPS)
+            container.mux(video.encode(picture))
+        container.mux(video.encode(None))
+
+    result = _roto(src, tmp_path / "out", models_dir, format="prores")
+
+    assert result.metadata["model"] == "selfie_segmentation.tflite"  # upright it is portrait
+    person, wall = place(person_mask(), 360, 640, placement), place(background_mask(), 360, 640, placement)
+    for output in result.files:
+        with av.open(str(output.path)) as container:  # FFmpeg's own decoder reads the tag
+            assert next(container.decode(video=0)).rotation == 90, output.role
+        alpha = np.rot90(_decode(output.path)[0][-1], 1)  # as the player shows it
+        assert alpha[person].mean() / 255 > 0.9, output.role
+        assert alpha[wall].mean() / 255 < 0.1, output.role
