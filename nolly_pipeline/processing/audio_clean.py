@@ -35,6 +35,7 @@ from scipy.signal import butter, sosfilt
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
 from nolly_pipeline.processing.loudness import (
+    PEAK_DELAY,
     LoudnessMeter,
     TruePeakLimiter,
     TruePeakMeter,
@@ -52,7 +53,7 @@ from nolly_pipeline.processing.media import (
 
 WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
-_LOSSY_CODECS = {"aac", "libmp3lame", "libopus", "libvorbis"}
+_LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
 # When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
 # container holds at any sample rate: lossless FLAC for Ogg (Opus would force 48 kHz).
 _FALLBACK_CODECS = {".ogg": "flac"}
@@ -92,6 +93,7 @@ _MAX_CLIP_DRIVE_DB = 6.0
 # Short of the target by more than this with the limiter alone, try the soft clipper; less
 # is within the ±1 LU promise with room for the encoder, and not worth clipping speech.
 _CLIP_WHEN_SHORT_LU = 0.5
+_MAX_LIMITING_DB = 20.0  # most gain reduction asked of the limiter on the loudest peak
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".ogg": "audio/ogg", ".opus": "audio/ogg",
@@ -531,10 +533,13 @@ class _Encoded:
     true_peak_db: float
     clipped: bool
 
-    def rank(self, settings: AudioCleanSettings, normalised: bool) -> tuple[bool, float, float]:
-        """Sort key, best first: under the peak limit, then least overshoot, then least miss."""
-        overshoot = self.true_peak_db - settings.true_peak_db
-        miss = abs(settings.loudness_lufs - self.loudness) if normalised else 0.0
+    def rank(self, limit_db: float, target: float | None) -> tuple[bool, float, float]:
+        """Sort key, best first: under the peak limit, then least overshoot, then least miss.
+
+        ``target`` is None when the audio is too quiet to normalise: only the peak counts.
+        """
+        overshoot = self.true_peak_db - limit_db
+        miss = abs(target - self.loudness) if target is not None else 0.0
         return overshoot > 0, max(overshoot, 0.0), miss
 
 
@@ -558,30 +563,47 @@ def _normalise(
     (:meth:`_Encoded.rank`) is the one kept, and if none is under the limit by the last
     try, that one leaves room for the largest rise any encode put on its ceiling.
     """
-    lossy = _output_codec(info, dst.suffix) in _LOSSY_CODECS
     limit = settings.true_peak_db - _PEAK_SAFETY_DB
-    ceiling = limit - (_lossy_margin_db(info, measured.channels) if lossy else 0.0)
+    if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
+        plan = (_solve_gain(scratch, measured, info, settings.loudness_lufs, limit, None, None)
+                if normalised else _GainPlan(settings.loudness_lufs, 0.0, None, 0.0))
+        lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
+        return lufs, peak, plan.clip_db is not None
+    attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
+    try:
+        best = _encode_lossy(src, scratch, attempts, settings, info, measured, normalised, limit,
+                             ticker)
+        best.path.replace(dst)
+    finally:  # a cancelled job or a failed encode must not leave hidden files behind
+        for path in attempts:
+            path.unlink(missing_ok=True)
+    return best.loudness, best.true_peak_db, best.clipped
+
+
+def _encode_lossy(
+    src: Path, scratch: BinaryIO, attempts: list[Path], settings: AudioCleanSettings,
+    info: MediaInfo, measured: _Measured, normalised: bool, limit: float, ticker: ProgressTicker,
+) -> _Encoded:
+    """Encode to ``attempts`` in turn (see :func:`_normalise`) and return the best one."""
+    ceiling = limit - _lossy_margin_db(info, measured.channels)
     rate = info.sample_rate or WORK_RATE
     window = max(round(_CEILING_WINDOW_S * rate), 1)
-    lowered = np.zeros(-(-_scratch_samples(scratch, measured.channels) // window)) if lossy else None
+    lowered = np.zeros(-(-_scratch_samples(scratch, measured.channels) // window))
     target = settings.loudness_lufs
+    goal = settings.loudness_lufs if normalised else None
     plan: _GainPlan | None = None
     best: _Encoded | None = None
     rise = 0.0  # the most any encode has put on top of its ceiling
-    for attempt in range(_MAX_ENCODES):
-        if attempt == _MAX_ENCODES - 1 and best is not None and best.true_peak_db > limit:
+    for attempt, path in enumerate(attempts):
+        if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
             ceiling = min(ceiling, limit - rise - _PEAK_SAFETY_DB)  # last try: the peak first
         plan = (_solve_gain(scratch, measured, info, target, ceiling, lowered, plan)
                 if normalised else _GainPlan(target, 0.0, None, 0.0))
-        path = dst if not lossy else dst.with_name(f".{dst.stem}.{attempt}{dst.suffix}")
-        sent_lufs, sent_peak = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered,
-                                      ticker)
-        if not lossy:
-            return sent_lufs, sent_peak, plan.clip_db is not None
-        output_lufs, output_peak, window_peaks = _measure_file(path, window, limit)
+        sent_lufs, _ = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
+        output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
         rise = max(rise, output_peak - ceiling)
         encoded = _Encoded(path, output_lufs, output_peak, plan.clip_db is not None)
-        if best is None or encoded.rank(settings, normalised) < best.rank(settings, normalised):
+        if best is None or encoded.rank(limit, goal) < best.rank(limit, goal):
             best, encoded = encoded, best
         if encoded is not None:
             encoded.path.unlink()
@@ -595,8 +617,8 @@ def _normalise(
         lowered += _overshoot_db(window_peaks, limit, len(lowered))
         # Overshoot lowers the ceiling; room left under the limit raises it (never past it).
         ceiling = min(ceiling - _GLOBAL_SHARE * (output_peak - limit), limit)
-    best.path.replace(dst)
-    return best.loudness, best.true_peak_db, best.clipped
+    assert best is not None  # at least one attempt ran, or an exception left
+    return best
 
 
 def _lossy_bit_rate(info: MediaInfo, channels: int) -> int:
@@ -609,7 +631,7 @@ def _lossy_bit_rate(info: MediaInfo, channels: int) -> int:
 
 def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
     rates, margins = zip(*_LOSSY_MARGIN_DB)
-    return float(np.interp(_lossy_bit_rate(info, channels) / min(channels, 2), rates, margins))
+    return float(np.interp(_lossy_bit_rate(info, channels) / channels, rates, margins))
 
 
 def _overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.ndarray:
@@ -663,15 +685,19 @@ def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target:
             meter.update(block)
         return meter.integrated()
 
+    # Never more limiting than this on the loudest peak: past it the limiter only pumps the
+    # noise floor up (a run of noise bursts once asked for 45 dB).
+    most = ceiling_db - measured.true_peak_db + _MAX_LIMITING_DB
+
     def clipped(start: float) -> _GainPlan:
-        found, miss = _search_gain(lambda g: dry_run(g, clip_at(g)), start, target)
+        found, miss = _search_gain(lambda g: dry_run(g, clip_at(g)), min(start, most), target, most)
         return _GainPlan(target, found, clip_at(found), miss)
 
     if previous is not None:
         gain = max(gain, previous.gain_db + target - previous.target)
         if previous.clip_db is not None:
             return clipped(gain)
-    found, miss = _search_gain(lambda g: dry_run(g, None), gain, target)
+    found, miss = _search_gain(lambda g: dry_run(g, None), min(gain, most), target, most)
     limited = _GainPlan(target, found, None, miss)
     if miss <= _CLIP_WHEN_SHORT_LU:
         return limited
@@ -679,13 +705,14 @@ def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target:
     return with_clipper if abs(with_clipper.miss) < abs(miss) else limited
 
 
-def _search_gain(loudness_at: Callable[[float], float], gain: float,
-                 target: float) -> tuple[float, float]:
-    """Secant search from ``gain`` for the gain where ``loudness_at`` reads ``target``.
+def _search_gain(loudness_at: Callable[[float], float], gain: float, target: float,
+                 most: float) -> tuple[float, float]:
+    """Secant search from ``gain`` (at most ``most``) for where ``loudness_at`` reads ``target``.
 
     Returns the best gain seen and its miss (target minus loudness, so positive is too
     quiet). Gives up early once more gain stops buying loudness, which is the sign that
-    the soft clipper is needed (or, with it, that its bounded drive is spent).
+    the soft clipper is needed (or, with it, that its bounded drive is spent), or once it
+    is at ``most`` and still too quiet.
     """
     best, best_miss = gain, float("inf")
     previous: tuple[float, float] | None = None
@@ -702,8 +729,10 @@ def _search_gain(loudness_at: Callable[[float], float], gain: float,
             if miss > 0 and slope < _MIN_SLOPE:
                 break
             slope = min(max(slope, _MIN_SLOPE), 1.0)
+        if miss > 0 and gain >= most:
+            break
         previous = (gain, lufs)
-        gain += miss / slope
+        gain = min(gain + miss / slope, most)
     return best, best_miss
 
 
@@ -736,19 +765,23 @@ def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, ra
     window = max(round(_CEILING_WINDOW_S * rate), 1)
     local = lowered is not None and bool(lowered.any())
     position = 0
+
+    def limit(block: np.ndarray) -> np.ndarray:
+        nonlocal position
+        if not local:
+            return limiter(block)
+        # The limiter judges the peak of input sample n - PEAK_DELAY as it takes sample n.
+        samples = position + np.arange(block.shape[1]) - PEAK_DELAY
+        position += block.shape[1]
+        return limiter(block, lowered[np.clip(samples // window, 0, len(lowered) - 1)])
+
     for block in blocks:
         block = block * gain
-        block = block if clip_db is None else soft_clip(block, clip_db)
-        if local:
-            index = np.minimum((position + np.arange(block.shape[1])) // window, len(lowered) - 1)
-            out = limiter(block, lowered[index])
-        else:
-            out = limiter(block)
-        position += block.shape[1]
+        out = limit(block if clip_db is None else soft_clip(block, clip_db))
         skip = min(to_skip, out.shape[1])
         to_skip -= skip
         yield out[:, skip:]
-    yield limiter(np.zeros((channels, limiter.latency)))[:, to_skip:]
+    yield limit(np.zeros((channels, limiter.latency)))[:, to_skip:]
 
 
 def _pass2(
@@ -803,10 +836,13 @@ def _pass2(
     return loudness.integrated(), peak.peak_db()
 
 
-def _measure_file(path: Path, window: int, limit_db: float) -> tuple[float, float, np.ndarray]:
+def _measure_file(path: Path, window: int, limit_db: float,
+                  start: float) -> tuple[float, float, np.ndarray]:
     """Loudness and true peak of an encoded file's first audio track, as a player decodes it.
 
-    Also the true peak per ``window`` samples where it reaches ``limit_db`` (0 elsewhere).
+    Also the true peak per ``window`` samples where it reaches ``limit_db`` (0 elsewhere),
+    counted from ``start`` (seconds, where the audio was written): when audio starts late
+    in MP4/MOV, the decoder also returns the encoder's priming samples before it.
     """
     with open_input(path) as container:
         stream = container.streams.audio[0]
@@ -815,14 +851,20 @@ def _measure_file(path: Path, window: int, limit_db: float) -> tuple[float, floa
         to_float = av.AudioResampler(format="fltp", layout=_layout_name(channels, stream), rate=rate)
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
         windows = WindowPeaks(channels, window, limit_db)
+        lead: int | None = None  # decoded samples before ``start``
 
         def decoded() -> Iterator[av.AudioFrame]:
+            nonlocal lead
             for frame in container.decode(stream):
+                if lead is None:
+                    lead = max(round((start - float(frame.time or 0.0)) * rate), 0)
                 yield from to_float.resample(frame)
             yield from to_float.resample(None)
 
         for block in _blocks(decoded(), rate):
             loudness.update(block)
             peak.update(block)
-            windows.update(block)
+            cut = min(lead or 0, block.shape[1])
+            lead = (lead or 0) - cut
+            windows.update(block[:, cut:])
     return loudness.integrated(), peak.peak_db(), windows.finish()

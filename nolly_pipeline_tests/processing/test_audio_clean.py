@@ -4,7 +4,12 @@ import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
 from nolly_pipeline.errors import InputError
+import tempfile
+
+from nolly_pipeline.errors import CanceledError
+from nolly_pipeline.processing import audio_clean as audio_clean_module
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean
+from nolly_pipeline.processing.loudness import TruePeakMeter
 from nolly_pipeline.processing.media import probe
 from nolly_pipeline.processing.validation import parse_settings
 from nolly_pipeline_tests.processing.reference import (
@@ -216,3 +221,50 @@ def test_corrupt_input_is_input_error(corrupt_files, tmp_path, name):
 def test_image_is_rejected(still_png, tmp_path):
     with pytest.raises(InputError, match="no audio"):
         audio_clean(still_png, tmp_path, AudioCleanSettings())
+
+
+@pytest.mark.parametrize("click", [5 * 960, 5 * 960 + 950, 5 * 960 + 959, 47_999])
+def test_lowered_ceiling_applies_to_the_window_it_names(click):
+    """The per-window ceiling of lossy re-encodes covers its window edge to edge, file end too."""
+    rate, window = 48_000, 960  # _CEILING_WINDOW_S at 48 kHz
+    signal = 0.01 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)[None, :]
+    signal[0, click] = 0.99
+    lowered = np.zeros(rate // window)
+    lowered[click // window] = 6.0
+    with tempfile.TemporaryFile() as scratch:
+        scratch.write(np.ascontiguousarray(signal.T, dtype="<f4").tobytes())
+        blocks = audio_clean_module._scratch_blocks(scratch, 1, 12_000)
+        out = np.concatenate(list(audio_clean_module._limited(blocks, 0.0, -1.0, rate, 1, None, lowered)), axis=1)
+    meter = TruePeakMeter(1)
+    meter.update(out)
+    assert out.shape == signal.shape
+    assert meter.peak_db() <= -7.0 + 0.01
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_window_peaks_of_late_starting_audio_line_up(tmp_path, suffix):
+    """MP4/MOV keep the AAC priming before audio that starts late; windows must not shift."""
+    rate, window = 16_000, 320
+    clicks = tmp_path / "clicks.wav"
+    ffmpeg("-f", "lavfi", "-i", f"aevalsrc='if(eq(mod(n,4800),2400),0.95,0)':s={rate}:d=3", str(clicks))
+    src = tmp_path / f"late{suffix}"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x64:r=25:d=3.5", "-itsoffset", "0.5", "-i", str(clicks),
+           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-c:a", "aac", str(src))
+    _, _, peaks = audio_clean_module._measure_file(src, window, -20.0, start=0.5)
+    hot = np.flatnonzero(peaks > 10 ** (-20 / 20))
+    expected = (2400 + 4800 * np.arange(10)) // window
+    assert set(expected) <= set(hot) and set(hot) <= set(expected) | set(expected + 1) | set(expected - 1)
+
+
+def test_cancelled_lossy_job_leaves_no_hidden_encodes(speech_48k, tmp_path):
+    wav = _write_wav(tmp_path / "speech.wav", speech_48k[None, :])
+    src = tmp_path / "speech.mp3"
+    ffmpeg("-i", str(wav), str(src))
+
+    def cancel_during_encode(done: int, total: int) -> None:
+        if done > 0.75 * total:
+            raise CanceledError()
+
+    with pytest.raises(CanceledError):
+        audio_clean(src, tmp_path / "out", AudioCleanSettings(), progress=cancel_during_encode)
+    assert list((tmp_path / "out").iterdir()) == []
