@@ -12,7 +12,6 @@ and tone bursts with a clap, which RNNoise mostly removes. Writes its table to
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -27,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import write_section  # noqa: E402
+from benchmarks._speech import looped_speech  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline_tests.processing.reference import (  # noqa: E402
-    SPEECH_TEXT,
-    espeak_speech,
     ffmpeg,
     mix_at_snr,
     pink_noise,
     read_audio,
+    tone_bursts,
 )
 
 RATE = 48_000
@@ -57,17 +56,12 @@ class Case:
 
 
 def _materials(tmp: Path) -> dict[str, np.ndarray]:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise SystemExit("espeak-ng is needed (make bench installs it)")
-    speech = np.resize(espeak_speech(espeak, tmp / "espeak.wav", " ".join([SPEECH_TEXT] * 3)), 40 * RATE)
-    t = np.arange(20 * RATE) / RATE
-    tones = (np.sin(2 * np.pi * 1.3 * t) > 0.2) * 0.2 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 900 * t))
-    tones[RATE : RATE + 200] += 0.9
+    speech = looped_speech(tmp, 40)
+    tones = tone_bursts(20, RATE)
     return {
         "speech, 10 dB SNR": mix_at_snr(speech, pink_noise(len(speech), np.random.default_rng(0)), 10.0),
         "speech, 25 dB SNR": mix_at_snr(speech, pink_noise(len(speech), np.random.default_rng(1)), 25.0),
-        "tone bursts": tones + 0.003 * np.random.default_rng(3).standard_normal(len(t)),
+        "tone bursts": tones + 0.003 * np.random.default_rng(3).standard_normal(len(tones)),
     }
 
 

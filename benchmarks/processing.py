@@ -6,7 +6,6 @@ Run: ``make bench``. Uses the reference ffmpeg CLI from imageio-ffmpeg and espea
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import write_section  # noqa: E402
+from benchmarks._speech import looped_speech  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade  # noqa: E402
 from nolly_pipeline_tests.processing.reference import (  # noqa: E402
-    SPEECH_TEXT,
-    espeak_speech,
     ffmpeg,
     ffmpeg_exe,
     mix_at_snr,
@@ -72,11 +70,8 @@ def _audio_rows(tmp: Path) -> list[tuple[str, str, str]]:
     MP3 output is decoded, re-measured and re-encoded when the codec's ringing broke the
     true-peak limit, so it costs more than WAV.
     """
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise SystemExit("espeak-ng is needed for the audio benchmark (make bench installs it)")
     rate = 48_000
-    speech = np.resize(espeak_speech(espeak, tmp / "espeak.wav", " ".join([SPEECH_TEXT] * 5)), 60 * rate)
+    speech = looped_speech(tmp, 60)
     noisy = mix_at_snr(speech, pink_noise(len(speech), np.random.default_rng(0)), 5.0)
     raw = tmp / "speech.f32"
     noisy.astype("<f4").tofile(raw)

@@ -69,6 +69,18 @@ def espeak_speech(espeak: str, wav: Path, text: str = SPEECH_TEXT) -> np.ndarray
     return resample_poly(speech[0], 48_000, rate) * 0.5
 
 
+def tone_bursts(seconds: float, rate: int) -> np.ndarray:
+    """Speech-like bursts (180 Hz with a 900 Hz wobble) with pauses, and a clap at 1 s.
+
+    Peaky on purpose: the clap makes the true-peak limiter work. Mono, no noise added.
+    """
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = (np.sin(2 * np.pi * 1.3 * t) > 0.2) * 0.2
+    voice = envelope * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 900 * t))
+    voice[rate : rate + 200] += 0.9
+    return voice
+
+
 def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """-3 dB/octave noise (Paul Kellet's filter on white noise)."""
     b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]

@@ -18,6 +18,7 @@ from nolly_pipeline_tests.processing.reference import (
     packet_payloads,
     pink_noise,
     read_audio,
+    tone_bursts,
 )
 
 
@@ -94,11 +95,8 @@ def test_denoiser_beats_highpass_alone_on_pink_noise(speech_48k, tmp_path):
 def dialogue(tmp_path_factory):
     """6 s stereo speech-like tones with pauses and a loud transient, at 44.1 kHz."""
     rate = 44_100
-    t = np.arange(6 * rate) / rate
-    envelope = (np.sin(2 * np.pi * 1.3 * t) > 0.2) * 0.2
-    voice = envelope * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 900 * t))
-    voice[rate : rate + 200] += 0.9  # a clap: forces the true-peak limiter to work
-    stereo = np.stack([voice, 0.7 * voice]) + 0.003 * np.random.default_rng(3).standard_normal((2, len(t)))
+    voice = tone_bursts(6, rate)
+    stereo = np.stack([voice, 0.7 * voice]) + 0.003 * np.random.default_rng(3).standard_normal((2, len(voice)))
     path = tmp_path_factory.mktemp("dialogue") / "dialogue.wav"
     return _write_wav(path, stereo, rate)
 
