@@ -346,6 +346,27 @@ def _frame(data: np.ndarray, layout: str, rate: int, pts: int | None) -> av.Audi
     return frame
 
 
+class _FloatFrames:
+    """One audio stream decoded and resampled to planar float at ``rate``, as it plays.
+
+    ``start`` is the first decoded frame's time (seconds), known once iteration began.
+    """
+
+    def __init__(self, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                 rate: int) -> None:
+        self._container, self._stream = container, stream
+        layout = _layout_name(stream.codec_context.channels, stream)
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.start: float | None = None
+
+    def __iter__(self) -> Iterator[av.AudioFrame]:
+        for frame in self._container.decode(self._stream):
+            if self.start is None:
+                self.start = float(frame.time or 0.0)
+            yield from self._resampler.resample(frame)
+        yield from self._resampler.resample(None)
+
+
 def _blocks(frames: Iterable[av.AudioFrame], size: int) -> Iterator[np.ndarray]:
     """Re-chunk decoded frames (often ~1k samples) into ``size``-sample float64 blocks."""
     parts: list[np.ndarray] = []
@@ -387,6 +408,11 @@ class _Measured:
     start: float  # seconds: the audio's start time, kept to preserve A/V offset
     channels: int
 
+    @property
+    def normalisable(self) -> bool:
+        """Near-silence has no loudness to match: it keeps its level."""
+        return self.loudness > -60.0
+
 
 # --------------------------------------------------------------------------- processing
 
@@ -413,9 +439,8 @@ def audio_clean(
 
     with tempfile.TemporaryFile(prefix="nolly-audio-") as scratch:
         measured = _pass1(src, scratch, settings, info, ticker)
-        normalised = measured.loudness > -60.0  # near-silence has no loudness to match
         output_lufs, output_peak, clipped = _normalise(src, scratch, dst, settings, info,
-                                                       measured, normalised, ticker)
+                                                       measured, ticker)
     ticker.finish()
     return ProcessingResult(
         files=[OutputFile(path=dst, role="audio", content_type=_CONTENT_TYPES[suffix])],
@@ -423,7 +448,7 @@ def audio_clean(
             "denoise": settings.denoise,
             "input_lufs": round(measured.loudness, 2),
             "input_true_peak_db": round(max(measured.true_peak_db, -99.0), 2),
-            "target_lufs": settings.loudness_lufs if normalised else None,
+            "target_lufs": settings.loudness_lufs if measured.normalisable else None,
             "output_lufs": round(output_lufs, 2),
             "output_true_peak_db": round(max(output_peak, -99.0), 2),
             "soft_clipped": clipped,
@@ -447,14 +472,13 @@ def _pass1(
 
     The scratch file holds interleaved float32 at the output rate, ready for pass 2.
     """
-    start: float | None = None
     with open_input(src) as inp:
         stream = inp.streams.audio[0]
         channels = stream.codec_context.channels
         rate = info.sample_rate or WORK_RATE
         layout = _layout_name(channels, stream)
         work_rate = WORK_RATE if settings.denoise != "off" else rate
-        to_work = av.AudioResampler(format="fltp", layout=layout, rate=work_rate)
+        decoded = _FloatFrames(inp, stream, work_rate)
         back = _RateConverter(layout, work_rate, rate) if work_rate != rate else None
         denoiser = _Denoiser(settings.denoise, channels) if settings.denoise != "off" else None
         highpass = _Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
@@ -474,16 +498,8 @@ def _pass1(
             block = highpass(block) if highpass else block
             store(back(block) if back else block)
 
-        def decoded() -> Iterator[av.AudioFrame]:
-            nonlocal start
-            for frame in inp.decode(stream):
-                if start is None:
-                    start = float(frame.time or 0.0)
-                yield from to_work.resample(frame)
-            yield from to_work.resample(None)
-
         try:
-            for block in _blocks(decoded(), int(_BLOCK_SECONDS * work_rate)):
+            for block in _blocks(decoded, int(_BLOCK_SECONDS * work_rate)):
                 emit(denoiser.process(block) if denoiser else block)
             if denoiser is not None:
                 emit(denoiser.flush())
@@ -492,9 +508,9 @@ def _pass1(
                 denoiser.close()
         if back is not None:
             store(back(None))
-    if start is None:
+    if decoded.start is None:
         raise InputError(f"could not decode {src.name}: no decodable audio")
-    return _Measured(loudness.integrated(), peak.peak_db(), start, channels)
+    return _Measured(loudness.integrated(), peak.peak_db(), decoded.start, channels)
 
 
 def _output_codec(info: MediaInfo, suffix: str) -> str:
@@ -545,7 +561,7 @@ class _Encoded:
 
 def _normalise(
     src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
-    measured: _Measured, normalised: bool, ticker: ProgressTicker,
+    measured: _Measured, ticker: ProgressTicker,
 ) -> tuple[float, float, bool]:
     """Encode with the gain that meets the loudness target under the true-peak ceiling.
 
@@ -565,14 +581,12 @@ def _normalise(
     """
     limit = settings.true_peak_db - _PEAK_SAFETY_DB
     if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
-        plan = (_solve_gain(scratch, measured, info, settings.loudness_lufs, limit, None, None)
-                if normalised else _GainPlan(settings.loudness_lufs, 0.0, None, 0.0))
+        plan = _solve_gain(scratch, measured, info, settings.loudness_lufs, limit, None, None)
         lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
         return lufs, peak, plan.clip_db is not None
     attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
     try:
-        best = _encode_lossy(src, scratch, attempts, settings, info, measured, normalised, limit,
-                             ticker)
+        best = _encode_lossy(src, scratch, attempts, settings, info, measured, limit, ticker)
         best.path.replace(dst)
     finally:  # a cancelled job or a failed encode must not leave hidden files behind
         for path in attempts:
@@ -582,23 +596,22 @@ def _normalise(
 
 def _encode_lossy(
     src: Path, scratch: BinaryIO, attempts: list[Path], settings: AudioCleanSettings,
-    info: MediaInfo, measured: _Measured, normalised: bool, limit: float, ticker: ProgressTicker,
+    info: MediaInfo, measured: _Measured, limit: float, ticker: ProgressTicker,
 ) -> _Encoded:
     """Encode to ``attempts`` in turn (see :func:`_normalise`) and return the best one."""
     ceiling = limit - _lossy_margin_db(info, measured.channels)
     rate = info.sample_rate or WORK_RATE
-    window = max(round(_CEILING_WINDOW_S * rate), 1)
+    window = _ceiling_window(rate)
     lowered = np.zeros(-(-_scratch_samples(scratch, measured.channels) // window))
     target = settings.loudness_lufs
-    goal = settings.loudness_lufs if normalised else None
+    goal = settings.loudness_lufs if measured.normalisable else None
     plan: _GainPlan | None = None
     best: _Encoded | None = None
     rise = 0.0  # the most any encode has put on top of its ceiling
     for attempt, path in enumerate(attempts):
         if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
             ceiling = min(ceiling, limit - rise - _PEAK_SAFETY_DB)  # last try: the peak first
-        plan = (_solve_gain(scratch, measured, info, target, ceiling, lowered, plan)
-                if normalised else _GainPlan(target, 0.0, None, 0.0))
+        plan = _solve_gain(scratch, measured, info, target, ceiling, lowered, plan)
         sent_lufs, _ = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
         output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
         rise = max(rise, output_peak - ceiling)
@@ -607,7 +620,7 @@ def _encode_lossy(
             best, encoded = encoded, best
         if encoded is not None:
             encoded.path.unlink()
-        miss = settings.loudness_lufs - output_lufs if normalised else 0.0
+        miss = goal - output_lufs if goal is not None else 0.0
         # Too quiet with room under the limit: a higher ceiling lets the limiter give more.
         room = miss > 0 and output_peak < limit - _LOUDNESS_TOLERANCE_LU and ceiling < limit
         loudness_fixable = abs(plan.miss) <= _LOUDNESS_TOLERANCE_LU or room
@@ -632,6 +645,11 @@ def _lossy_bit_rate(info: MediaInfo, channels: int) -> int:
 def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
     rates, margins = zip(*_LOSSY_MARGIN_DB)
     return float(np.interp(_lossy_bit_rate(info, channels) / channels, rates, margins))
+
+
+def _ceiling_window(rate: int) -> int:
+    """Samples per window of the per-window ceiling (``_CEILING_WINDOW_S``)."""
+    return max(round(_CEILING_WINDOW_S * rate), 1)
 
 
 def _overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.ndarray:
@@ -668,6 +686,8 @@ def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target:
     ``previous`` (the plan of the last encode of lossy output) warm-starts the search in
     the mode it ended in, so a re-encode costs one or two dry runs rather than a full search.
     """
+    if not measured.normalisable:
+        return _GainPlan(target, 0.0, None, 0.0)
     gain = target - measured.loudness
     lowest = ceiling_db - (np.max(lowered, initial=0.0) if lowered is not None else 0.0)
     if measured.true_peak_db + gain <= lowest:
@@ -762,7 +782,7 @@ def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, ra
     gain = 10 ** (gain_db / 20)
     limiter = TruePeakLimiter(rate, channels, ceiling_db)
     to_skip = limiter.latency
-    window = max(round(_CEILING_WINDOW_S * rate), 1)
+    window = _ceiling_window(rate)
     local = lowered is not None and bool(lowered.any())
     position = 0
 
@@ -848,23 +868,16 @@ def _measure_file(path: Path, window: int, limit_db: float,
         stream = container.streams.audio[0]
         channels = stream.codec_context.channels
         rate = stream.codec_context.sample_rate
-        to_float = av.AudioResampler(format="fltp", layout=_layout_name(channels, stream), rate=rate)
+        decoded = _FloatFrames(container, stream, rate)
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
         windows = WindowPeaks(channels, window, limit_db)
         lead: int | None = None  # decoded samples before ``start``
-
-        def decoded() -> Iterator[av.AudioFrame]:
-            nonlocal lead
-            for frame in container.decode(stream):
-                if lead is None:
-                    lead = max(round((start - float(frame.time or 0.0)) * rate), 0)
-                yield from to_float.resample(frame)
-            yield from to_float.resample(None)
-
-        for block in _blocks(decoded(), rate):
+        for block in _blocks(decoded, rate):
             loudness.update(block)
             peak.update(block)
-            cut = min(lead or 0, block.shape[1])
-            lead = (lead or 0) - cut
+            if lead is None:
+                lead = max(round((start - (decoded.start or 0.0)) * rate), 0)
+            cut = min(lead, block.shape[1])
+            lead -= cut
             windows.update(block[:, cut:])
     return loudness.integrated(), peak.peak_db(), windows.finish()
