@@ -17,9 +17,7 @@ Video inputs keep their video packets untouched; only the audio is re-encoded.
 
 from __future__ import annotations
 
-import ctypes
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,10 +28,10 @@ import av.error
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import maximum_filter1d
-from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
+from nolly_pipeline.processing.denoise import Denoiser, Highpass
 from nolly_pipeline.processing.loudness import (
     PEAK_DELAY,
     LoudnessMeter,
@@ -110,228 +108,6 @@ class AudioCleanSettings(BaseModel):
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0)
     true_peak_db: float = Field(-1.5, ge=-9.0, le=0.0)
     highpass_hz: float = Field(80.0, ge=0.0, le=1000.0)
-
-
-# --------------------------------------------------------------------------- denoisers
-
-
-class _WienerPostFilter:
-    """Wiener filter on the noisy input, with RNNoise's output as the speech estimate.
-
-    RNNoise applies one gain per 22 bands, so noise between speech harmonics survives;
-    pink noise, loud where voiced speech is, suffers most. Here, per 25 Hz bin, the speech
-    power is RNNoise's output power and the noise power is a stationary estimate averaged
-    over frames RNNoise's voice activity detector calls non-speech, and the gain
-    ``S / (S + N)`` is applied to the noisy input. Speech never meets a gate: where
-    RNNoise kept speech the gain stays near 1. Until a non-speech frame has been seen,
-    RNNoise's output passes through unchanged.
-
-    STFT: sqrt-Hann window of two hops at 50% overlap (perfect reconstruction); one hop is
-    two RNNoise frames, so its voice activity lines up with STFT frames.
-    """
-
-    hop = 960
-    # RNNoise voice probability below which a frame feeds the noise estimate. High on
-    # purpose: a few weak-speech frames in the estimate cost less than an estimate fed
-    # too few frames (0.5 -> 0.9: +0.4 dB SNR on speech in pink noise, +0.7 in white).
-    _noise_threshold = 0.9
-    _noise_memory = 0.995  # per noise frame: the estimate spans a few seconds of pauses
-
-    def __init__(self) -> None:
-        self._window = np.sqrt(np.hanning(2 * self.hop + 1)[:-1])
-        self._noisy = np.zeros(self.hop)
-        self._speech = np.zeros(self.hop)
-        self._vad = np.ones(4)  # two hops of per-frame voice probability, oldest first
-        self._tail = np.zeros(self.hop)
-        self._noise_sum = np.zeros(self.hop + 1)
-        self._noise_count = 0.0
-
-    def __call__(self, noisy: np.ndarray, speech: np.ndarray, vad: np.ndarray) -> np.ndarray:
-        """Filter aligned blocks (whole hops); output lags by one hop (overlap-add)."""
-        hops = len(noisy) // self.hop
-        noisy_spec = self._stft(np.concatenate([self._noisy, noisy]), hops)
-        speech_spec = self._stft(np.concatenate([self._speech, speech]), hops)
-        self._noisy, self._speech = noisy[-self.hop :], speech[-self.hop :]
-        vad = np.concatenate([self._vad, vad])
-        self._vad = vad[-4:]
-        frame_vad = np.lib.stride_tricks.sliding_window_view(vad, 4)[: 2 * hops : 2].max(axis=1)
-        self._update_noise(noisy_spec[frame_vad < self._noise_threshold])
-        if self._noise_count == 0:
-            return self._overlap_add(speech_spec)
-        noise = self._noise_sum / self._noise_count
-        speech_power = np.abs(speech_spec) ** 2
-        return self._overlap_add(noisy_spec * (speech_power / (speech_power + noise + 1e-20)))
-
-    def _stft(self, signal: np.ndarray, hops: int) -> np.ndarray:
-        frames = np.lib.stride_tricks.sliding_window_view(signal, 2 * self.hop)[:: self.hop]
-        return np.fft.rfft(frames[:hops] * self._window, axis=1)
-
-    def _update_noise(self, noise_frames: np.ndarray) -> None:
-        if len(noise_frames) == 0:
-            return
-        decay = self._noise_memory ** len(noise_frames)
-        self._noise_sum = self._noise_sum * decay + np.sum(np.abs(noise_frames) ** 2, axis=0)
-        self._noise_count = self._noise_count * decay + len(noise_frames)
-
-    def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
-        frames = np.fft.irfft(spectra, axis=1) * self._window
-        out = frames[:, : self.hop].copy()
-        out[0] += self._tail
-        out[1:] += frames[:-1, self.hop :]
-        self._tail = frames[-1, self.hop :]
-        return out.reshape(-1)
-
-
-class _RNNoise:
-    """RNNoise (recurrent network trained on speech) on one channel, then the post-filter.
-
-    Calls the library bundled in ``pyrnnoise`` directly: its own wrapper re-creates numpy
-    arrays and resampling graphs per frame, which is several times slower.
-    """
-
-    _rnn_frame = 480
-    _rnn_latency = 960  # samples of delay, measured for pyrnnoise 0.4.5; = post-filter hop
-    frame = _WienerPostFilter.hop
-    latency = _rnn_latency + _WienerPostFilter.hop
-
-    def __init__(self) -> None:
-        from pyrnnoise import rnnoise as lib  # deferred: loads a 15 MB shared library
-
-        self._lib = lib.lib
-        self._state = lib.create()
-        self._destroy = lib.destroy
-        self._buf = np.zeros(self._rnn_frame, dtype=np.float32)
-        self._ptr = self._buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        self._noisy = np.zeros(self._rnn_latency)  # input held back to line up with output
-        self._post = _WienerPostFilter()
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        denoised = np.empty(len(block))
-        vad = np.empty(len(block) // self._rnn_frame)
-        for index, start in enumerate(range(0, len(block), self._rnn_frame)):
-            # RNNoise expects int16-scaled floats.
-            np.multiply(block[start : start + self._rnn_frame], 32768.0, out=self._buf)
-            vad[index] = self._lib.rnnoise_process_frame(self._state, self._ptr, self._ptr)
-            denoised[start : start + self._rnn_frame] = self._buf
-        denoised *= 1.0 / 32768.0
-        noisy = np.concatenate([self._noisy, block])
-        self._noisy = noisy[len(block) :]
-        return self._post(noisy[: len(block)], denoised, vad)
-
-    def __del__(self) -> None:
-        self._destroy(self._state)
-
-
-class _Spectral:
-    """Stationary-noise Wiener filter for material RNNoise would gate (music, ambience).
-
-    STFT with a sqrt-Hann window at 50% overlap (perfect reconstruction); the noise floor per
-    bin is the minimum of the smoothed power over the last ~1 s (minimum statistics), so it
-    follows slowly changing noise without a separate noise sample.
-    """
-
-    frame = 512  # hop
-    latency = 512
-    _history = 96  # frames of smoothed power kept for the minimum (~1 s at 48 kHz)
-
-    def __init__(self) -> None:
-        size = 2 * self.frame
-        self._window = np.sqrt(np.hanning(size + 1)[:size])
-        self._input = np.zeros(size)
-        self._tail = np.zeros(self.frame)
-        self._smoothed: np.ndarray | None = None
-        self._powers: list[np.ndarray] = []
-        self._gain: np.ndarray | None = None
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        out = np.empty_like(block)
-        for start in range(0, len(block), self.frame):
-            self._input[: self.frame] = self._input[self.frame :]
-            self._input[self.frame :] = block[start : start + self.frame]
-            spectrum = np.fft.rfft(self._input * self._window)
-            power = spectrum.real**2 + spectrum.imag**2
-            self._smoothed = power if self._smoothed is None else 0.85 * self._smoothed + 0.15 * power
-            self._powers.append(self._smoothed)
-            if len(self._powers) > self._history:
-                self._powers.pop(0)
-            noise = 2.0 * np.min(self._powers, axis=0)  # minimum statistics under-estimate: x2
-            gain = np.maximum(1.0 - 1.5 * noise / np.maximum(power, 1e-20), 0.1)
-            # Fast attack, slow release keeps residual noise from "twinkling" (musical noise).
-            self._gain = gain if self._gain is None else np.maximum(gain, 0.6 * self._gain)
-            shaped = np.fft.irfft(spectrum * self._gain) * self._window
-            out[start : start + self.frame] = self._tail + shaped[: self.frame]
-            self._tail = shaped[self.frame :]
-        return out
-
-
-class _Denoiser:
-    """Feeds any chunk size to per-channel frame denoisers and removes their latency.
-
-    Output sample *n* lines up with input sample *n*, and the total length is preserved,
-    which keeps audio in sync with a copied video stream. Each channel runs on its own
-    worker thread with one block in flight: RNNoise runs in C with the GIL released, so it
-    overlaps decoding, filtering and metering on the calling thread (and other channels).
-    """
-
-    def __init__(self, kind: str, channels: int) -> None:
-        factory = _RNNoise if kind == "rnnoise" else _Spectral
-        self._channels = [factory() for _ in range(channels)]
-        self._workers = [ThreadPoolExecutor(1) for _ in range(channels)]
-        self._frame = self._channels[0].frame
-        self._latency = self._channels[0].latency
-        self._to_skip = self._latency
-        self._pending = np.zeros((channels, 0))
-        self._in_flight: list[Future] = []
-        self._samples_in = 0
-        self._samples_out = 0
-
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.shutdown()
-
-    def process(self, chunk: np.ndarray) -> np.ndarray:
-        """Start denoising ``chunk``; returns the output of the chunk before (if any)."""
-        self._samples_in += chunk.shape[1]
-        return self._submit(np.concatenate([self._pending, chunk], axis=1))
-
-    def flush(self) -> np.ndarray:
-        """Push zeros through so the last real samples (held as latency) come out."""
-        owed = self._samples_in - self._samples_out
-        pad = np.zeros((len(self._channels), self._latency + self._frame))
-        out = np.concatenate([self._submit(np.concatenate([self._pending, pad], axis=1)),
-                              self._collect()], axis=1)
-        return out[:, :owed]
-
-    def _submit(self, data: np.ndarray) -> np.ndarray:
-        usable = data.shape[1] - data.shape[1] % self._frame
-        self._pending = data[:, usable:]
-        done = self._collect()
-        if usable:
-            self._in_flight = [worker.submit(den, data[c, :usable]) for c, (worker, den)
-                               in enumerate(zip(self._workers, self._channels))]
-        return done
-
-    def _collect(self) -> np.ndarray:
-        if not self._in_flight:
-            return np.zeros((len(self._channels), 0))
-        out = np.stack([future.result() for future in self._in_flight])
-        self._in_flight = []
-        skip = min(self._to_skip, out.shape[1])
-        self._to_skip -= skip
-        self._samples_out += out.shape[1] - skip
-        return out[:, skip:]
-
-
-class _Highpass:
-    """Second-order Butterworth high-pass (rumble, handling noise), state kept across blocks."""
-
-    def __init__(self, cutoff_hz: float, rate: int, channels: int) -> None:
-        self._sos = butter(2, cutoff_hz, "highpass", fs=rate, output="sos")
-        self._state = np.zeros((len(self._sos), channels, 2))
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        out, self._state = sosfilt(self._sos, block, axis=1, zi=self._state)
-        return out
 
 
 # --------------------------------------------------------------------------- streams
@@ -480,8 +256,8 @@ def _pass1(
         work_rate = WORK_RATE if settings.denoise != "off" else rate
         decoded = _FloatFrames(inp, stream, work_rate)
         back = _RateConverter(layout, work_rate, rate) if work_rate != rate else None
-        denoiser = _Denoiser(settings.denoise, channels) if settings.denoise != "off" else None
-        highpass = _Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
+        denoiser = Denoiser(settings.denoise, channels) if settings.denoise != "off" else None
+        highpass = Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
 
         def store(block: np.ndarray) -> None:
