@@ -38,9 +38,9 @@ from nolly_pipeline.storage.objects import S3ObjectStore  # noqa: E402
 from nolly_pipeline_tests import services  # noqa: E402
 from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_instance_yaml  # noqa: E402
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate  # noqa: E402
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION  # noqa: E402
 from nolly_pipeline_tests.media import tiny_video  # noqa: E402
 
-ROTO_VERSION = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 NEW_ROWS = 100
 
 

@@ -142,11 +142,8 @@ def test_daemon_launches_ecs_tasks_sized_per_job_type(
             assert daemon.poll() is None, f"dagster-daemon exited:\n{log.read_text()[-3000:]}"
             return len(task_arns()) == len(jobs)
 
-        try:
-            wait_until(launched, timeout=90, what="one ECS task per job")
-        except TimeoutError:
-            print(log.read_text()[-6000:])
-            raise
+        wait_until(launched, timeout=90, what="one ECS task per job",
+                   on_timeout=lambda: log.read_text()[-6000:])
     tasks = ecs.describe_tasks(cluster=CLUSTER, tasks=task_arns(), include=["TAGS"])["tasks"]
 
     for key, value in env.items():  # the instance file reads them, as in the daemon
@@ -158,7 +155,6 @@ def test_daemon_launches_ecs_tasks_sized_per_job_type(
             (run,) = instance.get_runs(filters=RunsFilter(tags={"nolly/job_id": str(job_id)}))
             task = by_run[run.run_id]
             tags = _tags(task)
-            assert tags["dagster/run_id"] == run.run_id
             assert tags["dagster/job_name"] == f"{JOB_TYPES[job_type].ident}_job"
             assert tags["app"] == "nolly-pipeline"
             assert tags["nolly/job_type"] == job_type and tags["nolly/job_id"] == str(job_id)

@@ -28,11 +28,11 @@ from nolly_pipeline.db.jobs import JobStore, utcnow
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.deploy.conftest import REPO_ROOT
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline, pipeline_env, running_pipeline
 from nolly_pipeline_tests.seed import SEED_JOBS_DDL
 
-ROTO_MODEL = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 
 # The seed's cron target, verbatim from its guide ("Cron Configuration").
 SEED_TRIGGER_FUNCTION = """
@@ -174,7 +174,7 @@ def supabase_pipeline(
 
 def test_seed_schema_drop_in_processes_a_job_as_the_frontend_expects(supabase_pipeline: Pipeline) -> None:
     p = supabase_pipeline
-    p.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+    p.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
     user = uuid.uuid4()
     source = p.upload_input("clip.mp4", tiny_video(), user=user)  # s3://vfx-assets/<user>/...
     file_url = f"{p.settings.public_base_url}/{source.removeprefix('s3://')}"  # the seed's public URL

@@ -54,11 +54,15 @@ def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subproces
                     continue
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5, what: str = "condition") -> float:
-    """Poll ``predicate``; return seconds waited, or raise TimeoutError."""
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.5, what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> float:
+    """Poll ``predicate``; return seconds waited, or raise TimeoutError (with ``on_timeout()``)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():
             return time.monotonic() - start
         time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout} s")
+    detail = on_timeout() if on_timeout else ""
+    raise TimeoutError(f"{what} not reached within {timeout} s\n{detail}".rstrip())

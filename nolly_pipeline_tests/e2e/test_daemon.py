@@ -16,16 +16,14 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, RunsFilter
 
-from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
+from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION, ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video, tiny_wav
 
-ROTO_VERSION = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
-AUDIO_VERSION = "93266a7e7f5805fb79bcf213b1a4e0ef2e45aff3c06eefd96c59e850c87fd6a2"
 
 
 def insert(engine: sa.Engine, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
@@ -113,11 +111,8 @@ def test_daemon_processes_rows_from_the_frontend(
             def all_terminal() -> bool:
                 return all(pg_store.get(i).status in ("done", "failed") for i in all_ids)  # type: ignore[union-attr]
 
-            try:
-                elapsed = wait_until(all_terminal, timeout=240, what="all jobs terminal")
-            except TimeoutError:
-                print((tmp_path / "daemon.log").read_text()[-5000:])
-                raise
+            elapsed = wait_until(all_terminal, timeout=240, what="all jobs terminal",
+                                 on_timeout=lambda: (tmp_path / "daemon.log").read_text()[-5000:])
         print(f"\n{len(all_ids)} jobs terminal {elapsed:.1f} s after insert (startup included: "
               f"{time.monotonic() - started:.1f} s)")
 

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -21,14 +20,12 @@ from typing import Any, Iterable, Mapping
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.storage.objects import S3ObjectStore
-from nolly_pipeline_tests.e2e.daemon import REPO_ROOT, write_instance_yaml
+from nolly_pipeline_tests.e2e.daemon import REPO_ROOT, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 
-ROTO_VERSION = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 JOB_ID_TAG, ATTEMPT_TAG, RUN_KEY_TAG = "nolly/job_id", "nolly/attempt", "dagster/run_key"
-TERMINAL = ("done", "failed")
 
 
 def daemon_env(
@@ -114,7 +111,7 @@ class Daemon:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def _proc_stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -129,16 +126,10 @@ def session_pids(sid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _proc_stat(int(entry.name))
+        fields = proc_stat(int(entry.name))
         if fields and fields[0] != "Z" and int(fields[3]) == sid:
             pids.append(int(entry.name))
     return pids
-
-
-def parent_pid(pid: int) -> int:
-    fields = _proc_stat(pid)
-    assert fields is not None, f"process {pid} is gone"
-    return int(fields[1])
 
 
 def cmdline(pid: int) -> str:
@@ -273,17 +264,7 @@ def wait_runs_finished(home: Path, timeout: float = 120) -> float:
         finally:
             instance.dispose()
 
-    return wait_for(idle, timeout, interval=1, what="no run in flight")
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.5, what: str = "condition", on_timeout: Any = None) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(interval)
-    detail = on_timeout() if on_timeout else ""
-    raise TimeoutError(f"{what} not reached within {timeout} s\n{detail}")
+    return wait_until(idle, timeout, interval=1, what="no run in flight")
 
 
 def instance_concurrency(max_runs: int, per_user: int = 2, per_type: int | None = None) -> dict[str, Any]:
@@ -298,7 +279,7 @@ def instance_concurrency(max_runs: int, per_user: int = 2, per_type: int | None 
 
 
 __all__ = [
-    "Daemon", "ROTO_VERSION", "daemon_env", "insert_rows", "instance_concurrency", "notification_counts",
-    "rows", "run_census", "run_worker_pids", "session_pids", "status_counts", "upload_inputs", "wait_for",
+    "Daemon", "ROTO_VERSION", "daemon_env", "insert_rows", "instance_concurrency", "notification_counts", "proc_stat",
+    "rows", "run_census", "run_worker_pids", "session_pids", "status_counts", "upload_inputs", "wait_until",
     "write_instance_yaml",
 ]

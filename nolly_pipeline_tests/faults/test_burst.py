@@ -13,7 +13,7 @@ from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests.faults._checks import assert_exactly_once
 from nolly_pipeline_tests.faults.harness import (
     wait_runs_finished,
-    ROTO_VERSION, insert_rows, instance_concurrency, status_counts, upload_inputs, wait_for,
+    ROTO_VERSION, insert_rows, instance_concurrency, status_counts, upload_inputs, wait_until,
 )
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.media import tiny_video
@@ -48,7 +48,7 @@ def test_burst_of_500_jobs(make_stack, pg_store: JobStore, postgres_url: str) ->
         return n >= JOBS
 
     try:
-        wait_for(all_terminal, 1800, interval=5, what="all rows terminal",
+        wait_until(all_terminal, 1800, interval=5, what="all rows terminal",
                  on_timeout=lambda: f"{status_counts(engine)} progress {progress[-10:]}\n{daemon.log_tail()}")
         wait_runs_finished(stack.home)
     finally:

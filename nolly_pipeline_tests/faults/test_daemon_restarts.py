@@ -14,7 +14,7 @@ from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests.faults._checks import assert_exactly_once
 from nolly_pipeline_tests.faults.harness import (
     wait_runs_finished,
-    ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_for,
+    ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_until,
 )
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.media import tiny_video
@@ -52,7 +52,7 @@ def test_repeated_daemon_kills_lose_and_double_nothing(make_stack, pg_store: Job
         kills.append((round(time.monotonic() - started, 1), before))
     daemon.start()
     try:
-        wait_for(lambda: status_counts(engine).get("done", 0) + status_counts(engine).get("failed", 0) >= JOBS,
+        wait_until(lambda: status_counts(engine).get("done", 0) + status_counts(engine).get("failed", 0) >= JOBS,
                  900, interval=2, what="all rows terminal", on_timeout=lambda: f"{status_counts(engine)}\n{daemon.log_tail()}")
         wait_runs_finished(stack.home)
     finally:

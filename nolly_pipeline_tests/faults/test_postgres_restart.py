@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from nolly_pipeline.db import migrate
 from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.faults._checks import assert_exactly_once
-from nolly_pipeline_tests.faults.harness import ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_for
+from nolly_pipeline_tests.faults.harness import ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_until
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.media import tiny_video
 
@@ -109,7 +108,7 @@ def test_jobs_database_restart_mid_processing(make_stack, own_cluster: Cluster) 
         return counts.get("done", 0) + counts.get("failed", 0)
 
     try:
-        wait_for(lambda: terminal() >= 2 and status_counts(engine).get("running", 0) >= 1, 600, interval=0.5,
+        wait_until(lambda: terminal() >= 2 and status_counts(engine).get("running", 0) >= 1, 600, interval=0.5,
                  what="processing under way", on_timeout=daemon.log_tail)
         before = status_counts(engine)
         engine.dispose()
@@ -118,7 +117,7 @@ def test_jobs_database_restart_mid_processing(make_stack, own_cluster: Cluster) 
         time.sleep(OUTAGE_SECONDS)
         own_cluster.start()
         outage = time.monotonic() - down_at
-        wait_for(lambda: terminal() >= JOBS, 600, interval=2, what="all rows terminal",
+        wait_until(lambda: terminal() >= JOBS, 600, interval=2, what="all rows terminal",
                  on_timeout=lambda: f"{status_counts(engine)}\n{daemon.log_tail()}")
     finally:
         daemon.stop()

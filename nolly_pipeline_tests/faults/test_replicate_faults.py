@@ -16,11 +16,11 @@ from dagster import DagsterEventType, RetryPolicy
 from nolly_pipeline.config import Settings
 from nolly_pipeline.definitions import build_definitions
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
 
-ROTO_MODEL = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 CREATE = "/v1/predictions"
 POLL = "/v1/predictions/*"
 
@@ -72,7 +72,7 @@ def assert_failed_once(p: Pipeline, job_id: uuid.UUID, message: str) -> None:
     ],
 )
 def test_transient_error_on_create_is_retried_then_done(pipeline: Pipeline, user_id: uuid.UUID, fault: dict) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
     if fault.get("reset"):
         pipeline.fake.inject_reset("POST", CREATE, times=2)
     else:
@@ -98,7 +98,7 @@ def test_transient_error_on_create_is_retried_then_done(pipeline: Pipeline, user
 def test_transient_error_on_poll_is_ridden_out_without_new_prediction(
     pipeline: Pipeline, user_id: uuid.UUID, fault: dict
 ) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=2))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=2))
     if fault.get("reset"):
         pipeline.fake.inject_reset("GET", POLL, times=3)
     else:
@@ -128,7 +128,7 @@ def test_persistent_create_errors_fail_readably_after_the_retry_budget(
 def test_persistent_poll_errors_cancel_every_prediction_and_fail_readably(
     pipeline: Pipeline, user_id: uuid.UUID, quick_retries: None
 ) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=5))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=5))
     pipeline.fake.inject("GET", POLL, 500, times=None)
     job_id, result, _ = run_job(pipeline, user_id)
     assert not result.success
@@ -143,7 +143,7 @@ def test_persistent_poll_errors_cancel_every_prediction_and_fail_readably(
 def test_unsuccessful_prediction_status_fails_once_without_retry(
     pipeline: Pipeline, user_id: uuid.UUID, status: str
 ) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1, final_status=status,
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1, final_status=status,
                                                     error="CUDA out of memory"))
     job_id, result, _ = run_job(pipeline, user_id)
     assert not result.success
@@ -162,7 +162,7 @@ def test_prediction_past_the_deadline_is_canceled_remotely(
     pipeline: Pipeline, user_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _short_deadline(pipeline, monkeypatch, "1")
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(never_finishes=True))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(never_finishes=True))
     job_id, result, took = run_job(pipeline, user_id)
     assert not result.success and retries(result) == 0
     (pid,) = pipeline.fake.predictions
@@ -176,7 +176,7 @@ def test_slow_poll_responses_past_the_deadline_cancel_remotely(
 ) -> None:
     """Every poll answers after 1.5 s: the 1 s deadline passes during the first response."""
     _short_deadline(pipeline, monkeypatch, "1")
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=100))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=100))
     pipeline.fake.inject_delay("GET", POLL, 1.5, times=None)
     job_id, result, took = run_job(pipeline, user_id)
     assert not result.success
@@ -190,7 +190,7 @@ def test_slow_create_within_the_deadline_still_succeeds(
     pipeline: Pipeline, user_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _short_deadline(pipeline, monkeypatch, "5")
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
     pipeline.fake.inject_delay("POST", CREATE, 2.0)
     job_id, result, _ = run_job(pipeline, user_id)
     assert result.success and retries(result) == 0

@@ -12,7 +12,7 @@ import pytest
 
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests.faults._checks import assert_exactly_once
-from nolly_pipeline_tests.faults.harness import wait_runs_finished, ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_for
+from nolly_pipeline_tests.faults.harness import wait_runs_finished, ROTO_VERSION, insert_rows, status_counts, upload_inputs, wait_until
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.media import tiny_video
 
@@ -35,7 +35,7 @@ def test_two_daemons_process_each_job_once(make_stack, pg_store: JobStore, postg
     first.start()
     second.start()
     try:
-        wait_for(lambda: sum(status_counts(engine).get(s, 0) for s in ("done", "failed")) >= JOBS, 900, interval=2,
+        wait_until(lambda: sum(status_counts(engine).get(s, 0) for s in ("done", "failed")) >= JOBS, 900, interval=2,
                  what="all rows terminal", on_timeout=lambda: f"{status_counts(engine)}\n{first.log_tail()}")
         wait_runs_finished(stack.home)
     finally:

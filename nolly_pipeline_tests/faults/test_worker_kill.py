@@ -11,7 +11,7 @@ import pytest
 
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests.faults.harness import (
-    ROTO_VERSION, cmdline, insert_rows, run_census, run_worker_pids, upload_inputs, wait_for,
+    ROTO_VERSION, cmdline, insert_rows, proc_stat, run_census, run_worker_pids, upload_inputs, wait_until,
 )
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.media import tiny_video
@@ -41,7 +41,7 @@ def test_killed_worker_is_detected_requeued_and_succeeds_as_attempt_2(
     def dump() -> str:
         return f"row={store.get(job_id)}\n{daemon.log_tail()}"
 
-    wait_for(lambda: len(fake.predictions) == 1 and store.get(job_id).status == "running", 180,
+    wait_until(lambda: len(fake.predictions) == 1 and store.get(job_id).status == "running", 180,
              what="prediction in flight", on_timeout=dump)
     first = store.get(job_id)
     assert first.attempt == 1
@@ -62,18 +62,18 @@ def test_killed_worker_is_detected_requeued_and_succeeds_as_attempt_2(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
-    requeued = wait_for(lambda: store.get(job_id).attempt >= 2 or store.get(job_id).status == "pending", 60,
+    requeued = wait_until(lambda: store.get(job_id).attempt >= 2 or store.get(job_id).status == "pending", 60,
                         interval=0.2, what="row requeued", on_timeout=dump)
     reason = store.get(job_id).error_message
     print(f"requeue reason: {reason!r}")
     if victims == "hung_worker":
         assert reason == "processing stopped responding; retrying"
         assert requeued >= 8  # the heartbeat timeout (10 s) really was waited for
-    done = wait_for(lambda: store.get(job_id).status in ("done", "failed"), 120, interval=0.2,
+    done = wait_until(lambda: store.get(job_id).status in ("done", "failed"), 120, interval=0.2,
                     what="row terminal", on_timeout=dump) + requeued
     if victims == "hung_worker":
         os.kill(workers[0], signal.SIGCONT)  # the stale worker wakes up after the takeover
-        wait_for(lambda: not os.path.exists(f"/proc/{workers[0]}") or _zombie(workers[0]), 60,
+        wait_until(lambda: _gone(workers[0]), 60,
                  what="stale worker exited")
         time.sleep(2)
     row = store.get(job_id)
@@ -86,7 +86,7 @@ def test_killed_worker_is_detected_requeued_and_succeeds_as_attempt_2(
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_done"]
 
     # The row is written by the success hook, a moment before Dagster records RUN_SUCCESS.
-    wait_for(lambda: run_census(stack.home, [job_id]).success_attempt == {str(job_id): "2"}, 30,
+    wait_until(lambda: run_census(stack.home, [job_id]).success_attempt == {str(job_id): "2"}, 30,
              what="attempt 2's run recorded as SUCCESS")
     census = run_census(stack.home, [job_id])
     assert set(census.runs_by_attempt) == {(str(job_id), "1"), (str(job_id), "2")}
@@ -103,9 +103,7 @@ def test_killed_worker_is_detected_requeued_and_succeeds_as_attempt_2(
     assert time.monotonic() - killed_at < 150
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
+def _gone(pid: int) -> bool:
+    """Exited: no process, or a zombie waiting for its parent."""
+    fields = proc_stat(pid)
+    return fields is None or fields[0] == "Z"

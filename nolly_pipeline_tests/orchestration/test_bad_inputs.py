@@ -23,12 +23,12 @@ from nolly_pipeline.definitions import build_definitions
 from nolly_pipeline.orchestration.resources import InputPolicyResource
 from nolly_pipeline.storage.http_fetch import HttpFetcher
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION, ROTO_VERSION
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
-from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
+from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
 from nolly_pipeline_tests.storage.test_http_fetch import TEST_DNS, LocalServer, fake_resolver
 from nolly_pipeline_tests.test_inputs import media  # noqa: F401 - session fixture
 
-AUDIO_MODEL = "93266a7e7f5805fb79bcf213b1a4e0ef2e45aff3c06eefd96c59e850c87fd6a2"
 MAX_BYTES = 500_000
 ALLOWED = ",".join(TEST_DNS)
 
@@ -196,7 +196,7 @@ def bad_pipeline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipelin
         assets=base.assets, jobs=base.jobs, sensors=base.sensors,
         resources={**base.resources, "inputs": LoopbackInputPolicy(**production.model_dump())},
     )
-    for ref in (ROTO_MODEL, AUDIO_MODEL, "studio/grade"):
+    for ref in (ROTO_VERSION, AUDIO_VERSION, "studio/grade"):
         pipeline.fake.set_behavior(ref, Behavior(starting=0, processing=0))
     return dataclasses.replace(pipeline, settings=settings, defs=defs)
 

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from nolly_pipeline.db.tables import jobs
 from nolly_pipeline.orchestration.reconciler import process_cancellations
 from nolly_pipeline_tests.e2e.daemon import wait_until
-from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
-from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
+from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
 
 
 def request_cancel(p: Pipeline, job_id: uuid.UUID) -> None:
@@ -32,7 +33,7 @@ def test_cancel_while_predicting_cancels_remote_prediction(pipeline: Pipeline, u
     from nolly_pipeline.definitions import build_definitions
 
     pipeline.defs = build_definitions(Settings.from_env())  # pick up the fast heartbeat
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(never_finishes=True))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(never_finishes=True))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()

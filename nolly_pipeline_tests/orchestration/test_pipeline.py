@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from dagster import DagsterEventType
 
 from nolly_pipeline.db.tables import jobs
-from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 
-ROTO_MODEL = "73d2128a371922d5d1abf0712a1d974be0e4e2358cc1218e4e34714767232bac"
 
 
 def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
@@ -26,7 +26,7 @@ def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) 
 
 
 def test_pending_row_becomes_done_with_output_and_notification(pipeline: Pipeline, user_id: uuid.UUID) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=1, processing=2))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=2))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url, "settings": {}}, user_id)
 
@@ -70,7 +70,7 @@ def test_missing_input_object_fails_with_message(pipeline: Pipeline, user_id: uu
 
 
 def test_transient_replicate_error_is_retried_inside_the_run(pipeline: Pipeline, user_id: uuid.UUID) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
     pipeline.fake.inject("POST", "/v1/predictions", 503, times=1)
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
@@ -106,7 +106,7 @@ def test_malformed_rows_fail_in_the_tick_while_good_rows_dispatch(
 
 
 def test_retry_from_frontend_launches_a_new_attempt(pipeline: Pipeline, user_id: uuid.UUID) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(final_status="failed", error="flaky GPU"))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(final_status="failed", error="flaky GPU"))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (first,) = pipeline.tick()
@@ -114,7 +114,7 @@ def test_retry_from_frontend_launches_a_new_attempt(pipeline: Pipeline, user_id:
     assert pipeline.store.get(job_id).status == "failed"
     with pipeline.store.engine.begin() as conn:
         conn.execute(jobs.update().where(jobs.c.id == job_id).values(status="pending"))
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=0))
     (second,) = pipeline.tick()
     assert second.run_key == f"{job_id}:2"
     assert pipeline.execute(second).success
@@ -134,7 +134,7 @@ def test_signed_output_urls_expire_and_serve_the_file(
     monkeypatch.setenv("NOLLY_OUTPUT_URL_MODE", "signed")
     monkeypatch.setenv("NOLLY_SIGNED_URL_SECONDS", "600")
     pipeline.defs = build_definitions(Settings.from_env())
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=0))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()

@@ -11,10 +11,11 @@ from dagster import DagsterRun, DagsterRunStatus
 from nolly_pipeline.db.jobs import RunIdentity
 from nolly_pipeline.db.tables import jobs, notifications
 from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, reconcile
-from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
-from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
+from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
 
 LATER = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=1)
 
@@ -73,7 +74,7 @@ def test_claim_whose_run_was_canceled_in_the_queue_is_failed(pipeline: Pipeline,
 
 
 def test_successful_run_whose_hook_never_wrote_is_settled_done(pipeline: Pipeline, user_id: uuid.UUID) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=0))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=0))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()

@@ -8,10 +8,11 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, execute_job, reconstructable
 
 from nolly_pipeline.definitions import build_definitions
-from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
+from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
-from nolly_pipeline_tests.orchestration.test_pipeline import ROTO_MODEL, insert_row
+from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
 
 
 def roto_job():  # type: ignore[no-untyped-def]
@@ -27,7 +28,7 @@ def executed_steps(instance: DagsterInstance, run_id: str) -> set[str]:
 def test_reexecution_from_failure_does_not_download_again(
     pipeline: Pipeline, user_id: uuid.UUID, tmp_path: Path
 ) -> None:
-    pipeline.fake.set_behavior(ROTO_MODEL, Behavior(final_status="failed", error="GPU lost"))
+    pipeline.fake.set_behavior(ROTO_VERSION, Behavior(final_status="failed", error="GPU lost"))
     url = pipeline.upload_input("clip.mp4", tiny_video(), user=user_id)
     job_id = insert_row(pipeline, "roto", {"file_url": url}, user_id)
     (request,) = pipeline.tick()
@@ -44,7 +45,7 @@ def test_reexecution_from_failure_does_not_download_again(
         # The input disappears from storage: only the stored intermediate can serve predict now.
         bucket, key = url[len("s3://"):].split("/", 1)
         pipeline.s3.client.delete_object(Bucket=bucket, Key=key)
-        pipeline.fake.set_behavior(ROTO_MODEL, Behavior(starting=0, processing=1))
+        pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
         options = ReexecutionOptions.from_failure(first_run, instance)
         # The UI's "re-execute from failure" carries the parent's tags over, partition included.
         with execute_job(
