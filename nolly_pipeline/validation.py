@@ -11,7 +11,6 @@ fail the same way whether the type runs locally or on Replicate.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Collection
 
@@ -21,15 +20,14 @@ from nolly_pipeline.db.jobs import JobRow
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.predictors.base import Predictor
+from nolly_pipeline.processing.settings import AudioCleanSettings, ColorGradeSettings, RotoSettings
 from nolly_pipeline.processing.validation import parse_settings
 from nolly_pipeline.storage.urls import InputSource, resolve_source
 
-# job type -> (module, class) of its settings model; imported on first use because the
-# processing modules pull in OpenCV and PyAV, which the code location should not load.
-SETTINGS_MODELS: dict[str, tuple[str, str]] = {
-    "roto": ("nolly_pipeline.processing.roto", "RotoSettings"),
-    "color-grade": ("nolly_pipeline.processing.color_grade", "ColorGradeSettings"),
-    "audio-clean": ("nolly_pipeline.processing.audio_clean", "AudioCleanSettings"),
+SETTINGS_MODELS: dict[str, type[BaseModel]] = {
+    "roto": RotoSettings,
+    "color-grade": ColorGradeSettings,
+    "audio-clean": AudioCleanSettings,
 }
 
 
@@ -49,8 +47,7 @@ def job_type_of(row: JobRow) -> JobType:
 
 
 def settings_model(job_type: JobType) -> type[BaseModel]:
-    module, name = SETTINGS_MODELS[job_type.name]
-    return getattr(importlib.import_module(module), name)
+    return SETTINGS_MODELS[job_type.name]
 
 
 def validate_row(

@@ -21,12 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Literal
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import av
 import av.error
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import maximum_filter1d
 
 from nolly_pipeline.errors import InputError
@@ -48,6 +47,7 @@ from nolly_pipeline.processing.media import (
     probe,
     remux_packet,
 )
+from nolly_pipeline.processing.settings import AudioCleanSettings
 
 WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
@@ -97,17 +97,6 @@ _CONTENT_TYPES = {
     ".ogg": "audio/ogg", ".opus": "audio/ogg",
     ".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
 }
-
-
-class AudioCleanSettings(BaseModel):
-    """Editor-facing controls; defaults suit dialogue for online delivery (-16 LUFS)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    denoise: Literal["rnnoise", "spectral", "off"] = "rnnoise"
-    loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0)
-    true_peak_db: float = Field(-1.5, ge=-9.0, le=0.0)
-    highpass_hz: float = Field(80.0, ge=0.0, le=1000.0)
 
 
 # --------------------------------------------------------------------------- streams

@@ -16,13 +16,12 @@ import queue
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import av
 import av.error
 import av.filter
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nolly_pipeline.errors import InputError, PermanentError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
@@ -36,44 +35,13 @@ from nolly_pipeline.processing.media import (
     probe,
     remux_packet,
 )
+from nolly_pipeline.processing.settings import ColorGradeSettings
 
 LUT_SIZE = 33
-Preset = Literal["warm", "cool", "teal-orange", "noir", "bleach-bypass"]
-X264Preset = Literal[
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-]
 _IMAGE_CODECS = {"png": ("png", "image/png"), "mjpeg": ("mjpeg", "image/jpeg")}
 # Rec. 709 luma weights: the same "brightness" the eye and the broadcast matrices use.
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 _GAMMA = 2.2  # display encoding approximated as a pure power; exposure/WB work in linear light
-
-
-class ColorGradeSettings(BaseModel):
-    """Editor-facing controls. Neutral defaults leave the picture unchanged.
-
-    ``contrast`` and ``saturation`` are multipliers (1 = unchanged, 0 = flat / grey);
-    ``temperature`` (+ warmer / - cooler) and ``tint`` (+ magenta / - green) run -1..1.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    lut_url: str | None = None
-    preset: Preset | None = None
-    exposure: float = Field(0.0, ge=-3.0, le=3.0, description="stops")
-    contrast: float = Field(1.0, ge=0.0, le=2.0)
-    saturation: float = Field(1.0, ge=0.0, le=2.0)
-    temperature: float = Field(0.0, ge=-1.0, le=1.0)
-    tint: float = Field(0.0, ge=-1.0, le=1.0)
-    intensity: float = Field(1.0, ge=0.0, le=1.0)
-    crf: int = Field(18, ge=0, le=51)
-    x264_preset: X264Preset = "veryfast"
-
-    @model_validator(mode="after")
-    def _one_look(self) -> ColorGradeSettings:
-        # Stacking a creative LUT on a preset is almost never intended and hard to predict.
-        if self.lut_url and self.preset:
-            raise ValueError("set either lut_url or preset, not both")
-        return self
 
 
 # --------------------------------------------------------------------------- colour math

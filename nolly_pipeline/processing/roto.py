@@ -32,13 +32,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import av
 import av.stream
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from nolly_pipeline.errors import InputError, PermanentError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
@@ -51,6 +50,7 @@ from nolly_pipeline.processing.media import (
     probe,
     remux_packet,
 )
+from nolly_pipeline.processing.settings import RotoSettings
 
 # Frames wider than this use the landscape model: 4:3 is equally far (in log scale) from
 # the square model's 1:1 and the landscape model's 16:9.
@@ -64,21 +64,6 @@ _REFINE_RADIUS = 4
 _REFINE_EPS = 1e-3
 # Bounded queues keep memory flat: at most this many frames wait per output.
 _QUEUE_FRAMES = 8
-
-
-class RotoSettings(BaseModel):
-    """Editor-facing settings for a roto job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # "prores" adds a ProRes 4444 .mov with alpha for finishing; WebM is always produced.
-    format: Literal["webm", "prores"] = "webm"
-    # 0 = raw per-frame matte; 1 = the matte never changes where the picture does not.
-    # Smoothing only acts where the picture is still, so moving people are tracked at once.
-    smoothing: float = Field(default=0.6, ge=0.0, le=1.0)
-    # Snap the upsampled matte to picture edges (hair, shoulders); about 25 ms per 1080p frame.
-    refine_edges: bool = False
-    description: str | None = None  # free text the seed frontend sends; not used by processing
 
 
 def roto(
