@@ -24,7 +24,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.orchestration.hooks import write_done, write_failed
 from nolly_pipeline.orchestration.ops import PREDICT_OPS, download, publish
-from nolly_pipeline.orchestration.tags import JOB_TYPE_TAG
+from nolly_pipeline.orchestration.tags import JOB_TYPE_TAG, MAX_RUNTIME_TAG
 
 
 # Longest a run may take before run monitoring fails it (hung worker, stuck remote call).
@@ -65,7 +65,7 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
         selection=[_asset],
         executor_def=in_process_executor,
         hooks={write_done, write_failed},
-        tags={JOB_TYPE_TAG: job_type.name, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS), **job_type.run_tags},
+        tags={JOB_TYPE_TAG: job_type.name, MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS), **job_type.run_tags},
     )
     return JobTypeDefs(asset=_asset, job=job)
 

@@ -10,7 +10,6 @@ is not retried and whose description is the readable message the failure hook wr
 
 import mimetypes
 import os
-import re
 import socket
 import threading
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, PARENT_RUN_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
-from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url
+from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url, safe_filename
 from nolly_pipeline.validation import validate_row
 
 TRANSIENT_RETRY = RetryPolicy(max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
@@ -223,7 +222,7 @@ def publish(
         objects = storage.store()
         files = []
         for index, f in enumerate(result.files):
-            key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{_safe_name(f.path.name)}"
+            key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{safe_filename(f.path.name, 'output')}"
             objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
             files.append(
                 {
@@ -264,7 +263,3 @@ def _remote_source_url(storage: ObjectStorageResource, objects: ObjectStore, ref
         return objects.presigned_url(ref.bucket, ref.key, SOURCE_URL_SECONDS)
     return None
 
-
-def _safe_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "output"
-    return cleaned[:120]

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
+    DynamicPartitionsDefinition,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -82,26 +83,24 @@ def expired_keys(engine: sa.Engine, keys: Iterable[str], cutoff: dt.datetime) ->
 
 
 def find_expired(
-    instance: DagsterInstance, engine: sa.Engine, days: int, now: dt.datetime | None = None,
-    limit: int = MAX_DELETES_PER_TICK,
-) -> dict[str, list[str]]:
-    """Partitions definition name -> keys to delete (at most ``limit`` each)."""
-    cutoff = (now or utcnow()) - dt.timedelta(days=days)
-    result: dict[str, list[str]] = {}
+    instance: DagsterInstance, engine: sa.Engine, days: int
+) -> list[tuple[DynamicPartitionsDefinition, list[str]]]:
+    """Each partitions definition with its keys to delete (at most ``MAX_DELETES_PER_TICK``)."""
+    cutoff = utcnow() - dt.timedelta(days=days)
+    result = []
     for partitions in PARTITIONS.values():
-        name = partitions.name
-        keys = expired_keys(engine, instance.get_dynamic_partitions(name), cutoff)[:limit]
+        keys = expired_keys(engine, instance.get_dynamic_partitions(partitions.name), cutoff)
         if keys:
-            result[name] = keys
+            result.append((partitions, keys[:MAX_DELETES_PER_TICK]))
     return result
 
 
-def build_retention_sensor(days: int, interval_seconds: int = RETENTION_INTERVAL_SECONDS) -> SensorDefinition:
+def build_retention_sensor(days: int) -> SensorDefinition:
     """The sensor deleting partitions of jobs finished more than ``days`` days ago."""
 
     @sensor(
         name=RETENTION_SENSOR_NAME,
-        minimum_interval_seconds=interval_seconds,
+        minimum_interval_seconds=RETENTION_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
             f"Deletes the Dagster partition of each job finished more than {days} days ago "
@@ -112,12 +111,11 @@ def build_retention_sensor(days: int, interval_seconds: int = RETENTION_INTERVAL
         expired = find_expired(context.instance, job_store.store().engine, days)
         if not expired:
             return SkipReason(f"no partitions of jobs finished more than {days} days ago")
-        by_name = {p.name: p for p in PARTITIONS.values()}
         context.log.info(
-            "deleting partitions: " + ", ".join(f"{name} {len(keys)}" for name, keys in sorted(expired.items()))
+            "deleting partitions: " + ", ".join(f"{p.name} {len(keys)}" for p, keys in sorted(expired, key=lambda e: e[0].name))
         )
         return SensorResult(
-            dynamic_partitions_requests=[by_name[name].build_delete_request(keys) for name, keys in expired.items()]
+            dynamic_partitions_requests=[partitions.build_delete_request(keys) for partitions, keys in expired]
         )
 
     return partition_retention

@@ -7,3 +7,5 @@ ATTEMPT_TAG = "nolly/attempt"
 # Set by Dagster on re-executions and on partitioned runs.
 PARENT_RUN_TAG = "dagster/parent_run_id"
 PARTITION_TAG = "dagster/partition"
+# Read by Dagster's run monitoring: a run still going after this many seconds is failed.
+MAX_RUNTIME_TAG = "dagster/max_runtime"

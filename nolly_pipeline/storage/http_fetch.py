@@ -70,7 +70,6 @@ class FetchResult:
     size: int
     # The last URL fetched (after redirects), shown without its query string.
     final_url: str
-    content_type: str | None
 
 
 class HttpFetcher:
@@ -111,8 +110,7 @@ class HttpFetcher:
                             continue
                         _check_status(response, url)
                         size = self._save(response, dest, max_bytes, deadline)
-                        content_type = response.headers.get("content-type", "").split(";")[0].strip() or None
-                        return FetchResult(size=size, final_url=describe_url(url), content_type=content_type)
+                        return FetchResult(size=size, final_url=describe_url(url))
                 except httpx.TransportError as exc:
                     dest.unlink(missing_ok=True)
                     raise TransientError(

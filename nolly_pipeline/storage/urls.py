@@ -43,11 +43,15 @@ class HttpSource:
     @property
     def filename(self) -> str:
         """The URL's last path segment, reduced to characters safe as a local file name."""
-        name = posixpath.basename(unquote(urlsplit(self.url).path))
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:120] or "input"
+        return safe_filename(posixpath.basename(unquote(urlsplit(self.url).path)), "input")
 
 
 InputSource = ObjectRef | HttpSource
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """``name`` reduced to characters safe in a local path or an object key (``fallback`` if none)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:120] or fallback
 
 
 def describe_url(url: str) -> str:
