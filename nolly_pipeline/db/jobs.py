@@ -53,6 +53,11 @@ class JobRow:
     max_attempts: int
     progress: float | None
 
+    @property
+    def attempts_left(self) -> int:
+        """Attempts after this one that the row's budget still allows."""
+        return self.max_attempts - self.attempt
+
     @classmethod
     def from_mapping(cls, row: sa.RowMapping) -> "JobRow":
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})

@@ -11,7 +11,7 @@ by the concurrency limits, so a tick stays cheap however many jobs have ever exi
 import datetime as dt
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from dagster import (
     AssetKey,
@@ -111,11 +111,15 @@ def stop_run(instance: DagsterInstance, run: DagsterRun, reason: str, *, termina
 def _retry_or_fail(store: JobStore, row: JobRow, reason: str, repairs: Repairs) -> None:
     """An infrastructure failure: requeue within the attempt budget, else fail for good."""
     assert row.dagster_run_id is not None
-    if row.attempt < row.max_attempts:
+    if row.attempts_left > 0:
         if store.requeue(row, f"{reason}; retrying"):
             repairs.requeued += 1
-    elif store.finish_failed(row.id, row.dagster_run_id, f"{reason} (gave up after {row.attempt} attempts)"):
+    elif store.finish_failed(row.id, row.dagster_run_id, _gave_up(row, reason)):
         repairs.settled_failed += 1
+
+
+def _gave_up(row: JobRow, reason: str) -> str:
+    return f"{reason} (gave up after {row.attempt} attempts)"
 
 
 def _settle_running(
@@ -159,10 +163,10 @@ def _settle_dispatched(instance: DagsterInstance, store: JobStore, row: JobRow, 
     elif runs[0].status in FINISHED:
         # The run died before its first op took the row (worker lost while starting, start
         # timeout): infrastructure, so a new attempt within the budget.
-        if row.attempt < row.max_attempts:
+        if row.attempts_left > 0:
             if store.release_dispatch(row):
                 repairs.released += 1
-        elif store.reject_dispatch(row, f"processing could not start (gave up after {row.attempt} attempts)"):
+        elif store.reject_dispatch(row, _gave_up(row, "processing could not start")):
             repairs.settled_failed += 1
 
 
@@ -200,31 +204,38 @@ def process_cancellations(instance: DagsterInstance, store: JobStore) -> int:
             runs = [run] if run is not None else []
         for run in runs:
             if run.status not in FINISHED:
-                stop_run(instance, run, "canceled by user", terminate=True)
+                stop_run(instance, run, CanceledError().message, terminate=True)
     return ended
 
 
-def build_reconciler_sensor(interval_seconds: int, policy: ReconcilerPolicy) -> SensorDefinition:
+def _store_sensor(
+    name: str, interval_seconds: int, description: str, body: Callable[[DagsterInstance, JobStore], str]
+) -> SensorDefinition:
+    """A sensor that runs ``body`` over the jobs table each tick and reports what it did."""
+
     @sensor(
-        name="job_reconciler",
+        name=name,
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Settles `jobs` rows whose runs died, were canceled or never started.",
+        description=description,
     )
-    def job_reconciler(context: SensorEvaluationContext, job_store: JobStoreResource) -> SkipReason:
-        return SkipReason(str(reconcile(context.instance, job_store.store(), policy)))
+    def store_sensor(context: SensorEvaluationContext, job_store: JobStoreResource) -> SkipReason:
+        return SkipReason(body(context.instance, job_store.store()))
 
-    return job_reconciler
+    return store_sensor
+
+
+def build_reconciler_sensor(interval_seconds: int, policy: ReconcilerPolicy) -> SensorDefinition:
+    return _store_sensor(
+        "job_reconciler", interval_seconds,
+        "Settles `jobs` rows whose runs died, were canceled or never started.",
+        lambda instance, store: str(reconcile(instance, store, policy)),
+    )
 
 
 def build_cancellation_sensor(interval_seconds: int) -> SensorDefinition:
-    @sensor(
-        name="job_cancellations",
-        minimum_interval_seconds=interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Ends rows whose `cancel_requested_at` the frontend set, and stops their runs.",
+    return _store_sensor(
+        "job_cancellations", interval_seconds,
+        "Ends rows whose `cancel_requested_at` the frontend set, and stops their runs.",
+        lambda instance, store: f"canceled {process_cancellations(instance, store)} job(s)",
     )
-    def job_cancellations(context: SensorEvaluationContext, job_store: JobStoreResource) -> SkipReason:
-        return SkipReason(f"canceled {process_cancellations(context.instance, job_store.store())} job(s)")
-
-    return job_cancellations
