@@ -26,6 +26,10 @@ DEFAULT_MAX_DURATION_SECONDS = 2 * 3600.0
 DEFAULT_MAX_DURATION_BY_TYPE: Mapping[str, float] = {"audio-clean": 4 * 3600.0}
 # Dagster partitions of finished jobs are dropped after this many days (the row stays).
 DEFAULT_PARTITION_RETENTION_DAYS = 30
+DEFAULT_HEARTBEAT_SECONDS = 10.0  # a running op touches its row this often
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 300.0  # a running row untouched this long has a dead worker
+DEFAULT_DISPATCH_GRACE_SECONDS = 120.0  # a claimed row not yet taken by its run gets checked
+MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600  # S3 SigV4's limit, and the default lifetime
 
 
 def dagster_home() -> Path:
@@ -108,8 +112,8 @@ class Settings:
         url_mode = (_env("NOLLY_OUTPUT_URL_MODE", env) or "public").lower()
         if url_mode not in ("public", "signed"):
             raise ValueError(f"NOLLY_OUTPUT_URL_MODE must be 'public' or 'signed', got {url_mode!r}")
-        signed_seconds = int(_env("NOLLY_SIGNED_URL_SECONDS", env) or 7 * 24 * 3600)
-        if not 1 <= signed_seconds <= 7 * 24 * 3600:
+        signed_seconds = int(_env("NOLLY_SIGNED_URL_SECONDS", env) or MAX_SIGNED_URL_SECONDS)
+        if not 1 <= signed_seconds <= MAX_SIGNED_URL_SECONDS:
             raise ValueError("NOLLY_SIGNED_URL_SECONDS must be between 1 and 604800 (S3's limit)")
         replicate_enabled = _env("REPLICATE_API_TOKEN", env) is not None
         backends: dict[str, str] = {}
@@ -146,10 +150,10 @@ class Settings:
             replicate_models=models,
             models_dir=Path(_env("NOLLY_MODELS_DIR", env) or Path.home() / ".cache" / "nolly-pipeline" / "models"),
             sensor_interval_seconds=int(_env("NOLLY_SENSOR_INTERVAL_SECONDS", env) or 60),
-            heartbeat_seconds=float(_env("NOLLY_HEARTBEAT_SECONDS", env) or 10),
-            heartbeat_timeout_seconds=float(_env("NOLLY_HEARTBEAT_TIMEOUT_SECONDS", env) or 300),
+            heartbeat_seconds=float(_env("NOLLY_HEARTBEAT_SECONDS", env) or DEFAULT_HEARTBEAT_SECONDS),
+            heartbeat_timeout_seconds=float(_env("NOLLY_HEARTBEAT_TIMEOUT_SECONDS", env) or DEFAULT_HEARTBEAT_TIMEOUT_SECONDS),
             reconciler_interval_seconds=int(_env("NOLLY_RECONCILER_INTERVAL_SECONDS", env) or 30),
-            dispatch_grace_seconds=float(_env("NOLLY_DISPATCH_GRACE_SECONDS", env) or 120),
+            dispatch_grace_seconds=float(_env("NOLLY_DISPATCH_GRACE_SECONDS", env) or DEFAULT_DISPATCH_GRACE_SECONDS),
             sensor_batch_size=int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200),
             intermediate_bucket=_env("NOLLY_INTERMEDIATE_BUCKET", env) or DEFAULT_INTERMEDIATE_BUCKET,
             intermediate_prefix=(_env("NOLLY_INTERMEDIATE_PREFIX", env) or "dagster-io").strip("/"),

@@ -27,6 +27,7 @@ from dagster import (
     sensor,
 )
 
+from nolly_pipeline.config import DEFAULT_DISPATCH_GRACE_SECONDS, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
 from nolly_pipeline.db.jobs import JobRow, JobStore, utcnow
 from nolly_pipeline.db.tables import PENDING, RUNNING
 from nolly_pipeline.errors import CanceledError
@@ -41,9 +42,9 @@ TERMINATE_WAIT_SECONDS = 5.0
 @dataclass(frozen=True)
 class ReconcilerPolicy:
     # A claimed row whose run has not taken it after this long is checked against Dagster.
-    dispatch_grace: dt.timedelta = dt.timedelta(minutes=2)
+    dispatch_grace: dt.timedelta = dt.timedelta(seconds=DEFAULT_DISPATCH_GRACE_SECONDS)
     # A running row not touched for this long belongs to a dead worker.
-    heartbeat_timeout: dt.timedelta = dt.timedelta(minutes=5)
+    heartbeat_timeout: dt.timedelta = dt.timedelta(seconds=DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
 
 
 @dataclass

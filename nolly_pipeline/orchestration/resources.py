@@ -13,6 +13,7 @@ from typing import Optional
 
 from dagster import ConfigurableResource
 
+from nolly_pipeline.config import DEFAULT_HEARTBEAT_SECONDS, MAX_SIGNED_URL_SECONDS
 from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.inputs import InputLimits
@@ -51,7 +52,7 @@ class JobStoreResource(ConfigurableResource):
 
     database_url: str
     # How often a working run touches its row; see the reconciler's heartbeat timeout.
-    heartbeat_seconds: float = 10.0
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
 
     def store(self) -> JobStore:
         return JobStore(get_engine(self.database_url))
@@ -75,7 +76,7 @@ class ObjectStorageResource(ConfigurableResource):
 
     # "public": the seed's behaviour (public bucket URLs); "signed": presigned, expiring URLs.
     output_url_mode: str = "public"
-    signed_url_seconds: int = 7 * 24 * 3600
+    signed_url_seconds: int = MAX_SIGNED_URL_SECONDS
 
     def url_for(self, store: ObjectStore, ref: ObjectRef) -> str:
         """The object's public URL when a public base is configured, else its native URL."""
