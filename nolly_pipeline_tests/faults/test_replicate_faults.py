@@ -52,6 +52,23 @@ def assert_done_once(p: Pipeline, job_id: uuid.UUID) -> None:
     assert [n["kind"] for n in p.store.notifications_for(job_id)] == ["job_done"]
 
 
+TRANSIENT_FAULTS = [
+    pytest.param({"status": 429, "headers": {"Retry-After": "1"}}, id="429-retry-after"),
+    pytest.param({"status": 500}, id="500"),
+    pytest.param({"status": 502}, id="502"),
+    pytest.param({"status": 503}, id="503"),
+    pytest.param({"reset": True}, id="connection-reset"),
+]
+
+
+def inject(p: Pipeline, method: str, path: str, fault: dict, times: int) -> None:
+    """One of TRANSIENT_FAULTS on the next ``times`` requests to ``method path``."""
+    if fault.get("reset"):
+        p.fake.inject_reset(method, path, times=times)
+    else:
+        p.fake.inject(method, path, fault["status"], times=times, headers=fault.get("headers"))
+
+
 def assert_failed_once(p: Pipeline, job_id: uuid.UUID, message: str) -> None:
     row = p.store.get(job_id)
     assert row.status == "failed"
@@ -61,22 +78,10 @@ def assert_failed_once(p: Pipeline, job_id: uuid.UUID, message: str) -> None:
     assert note["kind"] == "job_failed" and note["message"] == message
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        pytest.param({"status": 429, "headers": {"Retry-After": "1"}}, id="429-retry-after"),
-        pytest.param({"status": 500}, id="500"),
-        pytest.param({"status": 502}, id="502"),
-        pytest.param({"status": 503}, id="503"),
-        pytest.param({"reset": True}, id="connection-reset"),
-    ],
-)
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
 def test_transient_error_on_create_is_retried_then_done(pipeline: Pipeline, user_id: uuid.UUID, fault: dict) -> None:
     pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
-    if fault.get("reset"):
-        pipeline.fake.inject_reset("POST", CREATE, times=2)
-    else:
-        pipeline.fake.inject("POST", CREATE, fault["status"], times=2, headers=fault.get("headers"))
+    inject(pipeline, "POST", CREATE, fault, times=2)
     job_id, result, took = run_job(pipeline, user_id)
     assert result.success
     assert retries(result) == 2  # POSTs are never retried by the client: each fault costs one op retry
@@ -85,24 +90,12 @@ def test_transient_error_on_create_is_retried_then_done(pipeline: Pipeline, user
     print(f"\ncreate {fault}: done after 2 op retries in {took:.1f} s")
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        pytest.param({"status": 429, "headers": {"Retry-After": "1"}}, id="429-retry-after"),
-        pytest.param({"status": 500}, id="500"),
-        pytest.param({"status": 502}, id="502"),
-        pytest.param({"status": 503}, id="503"),
-        pytest.param({"reset": True}, id="connection-reset"),
-    ],
-)
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
 def test_transient_error_on_poll_is_ridden_out_without_new_prediction(
     pipeline: Pipeline, user_id: uuid.UUID, fault: dict
 ) -> None:
     pipeline.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=2))
-    if fault.get("reset"):
-        pipeline.fake.inject_reset("GET", POLL, times=3)
-    else:
-        pipeline.fake.inject("GET", POLL, fault["status"], times=3, headers=fault.get("headers"))
+    inject(pipeline, "GET", POLL, fault, times=3)
     job_id, result, took = run_job(pipeline, user_id)
     assert result.success
     assert retries(result) == 0
@@ -152,6 +145,14 @@ def test_unsuccessful_prediction_status_fails_once_without_retry(
     assert_failed_once(pipeline, job_id, f"Replicate prediction {status}: {detail}")
 
 
+def assert_timed_out_and_canceled(p: Pipeline, job_id: uuid.UUID, took: float) -> None:
+    """The one prediction was canceled remotely at the 1 s deadline and the job failed once."""
+    (pid,) = p.fake.predictions
+    assert p.fake.canceled_ids == [pid]
+    assert_failed_once(p, job_id, "Replicate prediction timed out after 1 s and was canceled")
+    assert took < 15
+
+
 def _short_deadline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, seconds: str) -> None:
     monkeypatch.setenv("NOLLY_REPLICATE_TIMEOUT_SECONDS", seconds)
     monkeypatch.setenv("NOLLY_HEARTBEAT_SECONDS", "0.2")
@@ -165,10 +166,7 @@ def test_prediction_past_the_deadline_is_canceled_remotely(
     pipeline.fake.set_behavior(ROTO_VERSION, Behavior(never_finishes=True))
     job_id, result, took = run_job(pipeline, user_id)
     assert not result.success and retries(result) == 0
-    (pid,) = pipeline.fake.predictions
-    assert pipeline.fake.canceled_ids == [pid]
-    assert_failed_once(pipeline, job_id, "Replicate prediction timed out after 1 s and was canceled")
-    assert took < 15
+    assert_timed_out_and_canceled(pipeline, job_id, took)
 
 
 def test_slow_poll_responses_past_the_deadline_cancel_remotely(
@@ -180,10 +178,7 @@ def test_slow_poll_responses_past_the_deadline_cancel_remotely(
     pipeline.fake.inject_delay("GET", POLL, 1.5, times=None)
     job_id, result, took = run_job(pipeline, user_id)
     assert not result.success
-    (pid,) = pipeline.fake.predictions
-    assert pipeline.fake.canceled_ids == [pid]
-    assert_failed_once(pipeline, job_id, "Replicate prediction timed out after 1 s and was canceled")
-    assert took < 15
+    assert_timed_out_and_canceled(pipeline, job_id, took)
 
 
 def test_slow_create_within_the_deadline_still_succeeds(
