@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyloudnorm
-from scipy.signal import resample_poly
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,11 +28,12 @@ from benchmarks._doc import write_section  # noqa: E402
 from benchmarks._speech import looped_speech  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline_tests.processing.reference import (  # noqa: E402
-    ffmpeg,
+    encode_audio,
     mix_at_snr,
     pink_noise,
     read_audio,
     tone_bursts,
+    true_peak_db,
 )
 
 RATE = 48_000
@@ -68,18 +68,15 @@ def _materials(tmp: Path) -> dict[str, np.ndarray]:
 def _run(tmp: Path) -> list[Case]:
     cases = []
     for name, signal in _materials(tmp).items():
-        raw = tmp / "signal.f32"
-        signal.astype("<f4").tofile(raw)
         for encoding, suffix, options in ENCODINGS:
-            src = tmp / f"source{suffix}"
-            ffmpeg("-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", str(raw), *options, str(src))
+            src = encode_audio(tmp / f"source{suffix}", signal[None, :], RATE, *options)
             for lufs, peak in TARGETS:
                 start = time.perf_counter()
                 result = audio_clean(src, tmp / "out", AudioCleanSettings(loudness_lufs=lufs, true_peak_db=peak))
                 seconds = time.perf_counter() - start
                 samples, rate = read_audio(result.files[0].path)
                 loudness = pyloudnorm.Meter(rate).integrated_loudness(samples.T)
-                true_peak = 20 * np.log10(np.abs(resample_poly(samples, 4, 1, axis=1)).max())
+                true_peak = true_peak_db(samples)
                 cases.append(Case(name, encoding, (lufs, peak), loudness, true_peak, seconds))
     return cases
 

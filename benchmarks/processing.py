@@ -22,6 +22,7 @@ from benchmarks._speech import looped_speech  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade  # noqa: E402
 from nolly_pipeline_tests.processing.reference import (  # noqa: E402
+    encode_audio,
     ffmpeg,
     ffmpeg_exe,
     mix_at_snr,
@@ -73,12 +74,9 @@ def _audio_rows(tmp: Path) -> list[tuple[str, str, str]]:
     rate = 48_000
     speech = looped_speech(tmp, 60)
     noisy = mix_at_snr(speech, pink_noise(len(speech), np.random.default_rng(0)), 5.0)
-    raw = tmp / "speech.f32"
-    noisy.astype("<f4").tofile(raw)
     rows = []
     for suffix, codec in ((".wav", "pcm_s16le"), (".mp3", "libmp3lame")):
-        src = tmp / f"speech{suffix}"
-        ffmpeg("-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", str(raw), "-c:a", codec, str(src))
+        src = encode_audio(tmp / f"speech{suffix}", noisy[None, :], rate, "-c:a", codec)
         start = time.perf_counter()
         result = audio_clean(src, tmp / "audio", AudioCleanSettings())
         took = time.perf_counter() - start

@@ -43,6 +43,20 @@ def packet_payloads(path: Path, kind: str) -> list[bytes]:
         return [bytes(p) for p in container.demux(stream) if p.size]
 
 
+def encode_audio(path: Path, samples: np.ndarray, rate: int, *options: str) -> Path:
+    """Float samples ``(channels, n)`` to ``path`` via the reference CLI (``options``: codec etc.)."""
+    raw = path.with_suffix(".f32")
+    np.ascontiguousarray(samples.T, dtype="<f4").tofile(raw)
+    ffmpeg("-f", "f32le", "-ar", str(rate), "-ac", str(samples.shape[0]), "-i", str(raw), *options, str(path))
+    return path
+
+
+def true_peak_db(samples: np.ndarray) -> float:
+    """BS.1770 true peak of ``(channels, n)`` by scipy's 4x polyphase resampling: a reference
+    independent of the product's own meter."""
+    return float(20 * np.log10(np.abs(resample_poly(samples, 4, 1, axis=1)).max()))
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """All samples as float (channels, n) plus the sample rate."""
     with av.open(str(path)) as container:

@@ -1,7 +1,7 @@
 import numpy as np
 import pyloudnorm
 import pytest
-from scipy.signal import butter, resample_poly, sosfilt
+from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.errors import InputError
 import tempfile
@@ -13,22 +13,15 @@ from nolly_pipeline.processing.loudness import TruePeakMeter
 from nolly_pipeline.processing.media import probe
 from nolly_pipeline.processing.validation import parse_settings
 from nolly_pipeline_tests.processing.reference import (
+    encode_audio,
     ffmpeg,
     mix_at_snr,
     packet_payloads,
     pink_noise,
     read_audio,
     tone_bursts,
+    true_peak_db,
 )
-
-
-def _write_wav(path, samples, rate=48_000):
-    """float (channels, n) -> 16-bit WAV via the reference CLI (raw f32 on stdin-free file)."""
-    raw = path.with_suffix(".f32")
-    np.ascontiguousarray(samples.T, dtype="<f4").tofile(raw)
-    ffmpeg("-f", "f32le", "-ar", str(rate), "-ac", str(samples.shape[0]), "-i", str(raw),
-           "-c:a", "pcm_s16le", str(path))
-    return path
 
 
 def _si_snr(reference, estimate, max_lag=2000):
@@ -40,11 +33,6 @@ def _si_snr(reference, estimate, max_lag=2000):
     ref, est = reference[max_lag:n], estimate[max_lag + lag : n + lag]
     scale = np.dot(ref, est) / np.dot(ref, ref)
     return 10 * np.log10(np.sum((scale * ref) ** 2) / np.sum((est - scale * ref) ** 2)), lag
-
-
-def _true_peak_db(samples, rate):
-    over = resample_poly(samples, 4, 1, axis=1)  # BS.1770 true peak: 4x oversampling
-    return 20 * np.log10(np.abs(over).max())
 
 
 @pytest.mark.parametrize("highpass_hz", [0, 80])
@@ -59,7 +47,7 @@ def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpa
     rng = np.random.default_rng(7)
     noise_signal = rng.standard_normal(len(speech_48k)) if noise == "white" else pink_noise(len(speech_48k), rng)
     noisy = mix_at_snr(speech_48k, noise_signal, 5.0)
-    src = _write_wav(tmp_path / "noisy.wav", noisy[None, :])
+    src = encode_audio(tmp_path / "noisy.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
     # A quiet loudness target keeps the limiter idle (pure gain), isolating the denoiser.
     settings = AudioCleanSettings(loudness_lufs=-30, highpass_hz=highpass_hz)
     out = audio_clean(src, tmp_path / "out", settings).files[0].path
@@ -81,7 +69,7 @@ def test_denoiser_beats_highpass_alone_on_pink_noise(speech_48k, tmp_path):
     oracle Wiener mask (true speech and noise spectra, same STFT) reaches +8.0 dB here.
     """
     noisy = mix_at_snr(speech_48k, pink_noise(len(speech_48k), np.random.default_rng(7)), 5.0)
-    src = _write_wav(tmp_path / "noisy.wav", noisy[None, :])
+    src = encode_audio(tmp_path / "noisy.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
     out = audio_clean(src, tmp_path / "out", AudioCleanSettings(loudness_lufs=-30)).files[0].path
     cleaned, rate = read_audio(out)
     highpass = butter(2, 80, "highpass", fs=rate, output="sos")
@@ -98,7 +86,7 @@ def dialogue(tmp_path_factory):
     voice = tone_bursts(6, rate)
     stereo = np.stack([voice, 0.7 * voice]) + 0.003 * np.random.default_rng(3).standard_normal((2, len(voice)))
     path = tmp_path_factory.mktemp("dialogue") / "dialogue.wav"
-    return _write_wav(path, stereo, rate)
+    return encode_audio(path, stereo, rate, "-c:a", "pcm_s16le")
 
 
 _DENOISER_LEAVES_ONE_BURST = pytest.mark.xfail(
@@ -133,7 +121,7 @@ def test_formats_loudness_and_true_peak(dialogue, tmp_path, suffix, codec):
     samples, rate = read_audio(out)
     loudness = pyloudnorm.Meter(rate).integrated_loudness(samples.T)
     assert loudness == pytest.approx(-18, abs=1.0)
-    assert _true_peak_db(samples, rate) <= -2.0
+    assert true_peak_db(samples) <= -2.0
 
 
 @pytest.mark.parametrize("suffix", [".mp3", ".m4a"])
@@ -144,13 +132,13 @@ def test_lossy_speech_meets_loudness_and_true_peak_at_defaults(speech_48k, tmp_p
     limiter works hard and the codec's ringing on top must still stay under the limit.
     """
     noisy = mix_at_snr(speech_48k, pink_noise(len(speech_48k), np.random.default_rng(5)), 15.0)
-    wav = _write_wav(tmp_path / "speech.wav", noisy[None, :])
+    wav = encode_audio(tmp_path / "speech.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
     src = tmp_path / f"speech{suffix}"
     ffmpeg("-i", str(wav), str(src))  # FFmpeg's defaults: 64 kbit/s MP3, ~69 kbit/s AAC
     result = audio_clean(src, tmp_path / "out", AudioCleanSettings())
     samples, rate = read_audio(result.files[0].path)
     assert pyloudnorm.Meter(rate).integrated_loudness(samples.T) == pytest.approx(-16, abs=1.0)
-    assert _true_peak_db(samples, rate) <= -1.5
+    assert true_peak_db(samples) <= -1.5
 
 
 @pytest.mark.parametrize(
@@ -171,7 +159,7 @@ def test_other_containers_keep_their_family_rate_and_channels(tmp_path, name, en
     assert (out.suffix, info.audio_codec, info.sample_rate, info.channels) == (suffix, codec, rate, 2)
     samples, _ = read_audio(out)
     assert pyloudnorm.Meter(rate).integrated_loudness(samples.T) == pytest.approx(-16, abs=1.0)
-    assert _true_peak_db(samples, rate) <= -1.5
+    assert true_peak_db(samples) <= -1.5
 
 
 def test_video_audio_cleaned_and_video_copied(video_clip, tmp_path):
@@ -255,7 +243,7 @@ def test_window_peaks_of_late_starting_audio_line_up(tmp_path, suffix):
 
 
 def test_cancelled_lossy_job_leaves_no_hidden_encodes(speech_48k, tmp_path):
-    wav = _write_wav(tmp_path / "speech.wav", speech_48k[None, :])
+    wav = encode_audio(tmp_path / "speech.wav", speech_48k[None, :], 48_000, "-c:a", "pcm_s16le")
     src = tmp_path / "speech.mp3"
     ffmpeg("-i", str(wav), str(src))
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pyloudnorm
 import pytest
-from scipy.signal import resample_poly
 
 from nolly_pipeline.processing.loudness import (
     LoudnessMeter,
@@ -10,6 +9,7 @@ from nolly_pipeline.processing.loudness import (
     WindowPeaks,
     soft_clip,
 )
+from nolly_pipeline_tests.processing.reference import true_peak_db
 
 
 def _signal(rate):
@@ -18,10 +18,6 @@ def _signal(rate):
     voice = (np.sin(2 * np.pi * 1.3 * t) > 0.2) * 0.2 * np.sin(2 * np.pi * 180 * t)
     voice[rate : rate + 200] += 0.9
     return np.stack([voice, 0.6 * voice]) + 0.01 * np.random.default_rng(1).standard_normal((2, len(t)))
-
-
-def _reference_true_peak_db(x):
-    return 20 * np.log10(np.abs(resample_poly(x, 4, 1, axis=1)).max())
 
 
 def _in_blocks(x, size=7777):
@@ -36,7 +32,7 @@ def test_meters_match_references_when_streamed(rate):
         loudness.update(block)
         peak.update(block)
     assert loudness.integrated() == pytest.approx(pyloudnorm.Meter(rate).integrated_loudness(x.T), abs=0.15)
-    assert peak.peak_db() == pytest.approx(_reference_true_peak_db(x), abs=0.01)
+    assert peak.peak_db() == pytest.approx(true_peak_db(x), abs=0.01)
 
 
 def test_silence_reads_as_minus_70():
@@ -52,7 +48,7 @@ def test_limiter_holds_ceiling_and_leaves_quiet_parts_alone():
     out = np.concatenate([limiter(b) for b in _in_blocks(x)] + [limiter(np.zeros((2, limiter.latency)))], axis=1)
     out = out[:, limiter.latency :]
     assert out.shape == x.shape
-    assert _reference_true_peak_db(out) <= -3.0 + 1e-3
+    assert true_peak_db(out) <= -3.0 + 1e-3
     quiet = slice(int(2.8 * rate), int(3.0 * rate))  # a pause: only noise, far from any peak
     np.testing.assert_allclose(out[:, quiet], x[:, quiet])
 
@@ -66,10 +62,10 @@ def test_limiter_lowers_its_ceiling_only_where_asked():
     limiter = TruePeakLimiter(rate, 2, -3.0)
     parts = [limiter(x[:, s : s + 7777], lowered[s : s + 7777]) for s in range(0, x.shape[1], 7777)]
     out = np.concatenate(parts + [limiter(np.zeros((2, limiter.latency)))], axis=1)[:, limiter.latency :]
-    assert _reference_true_peak_db(out) <= -3.0 + 1e-3
+    assert true_peak_db(out) <= -3.0 + 1e-3
     inner = slice(second.start + 2400, second.stop - 2400)  # clear of the edges' ramps
-    assert _reference_true_peak_db(out[:, inner]) <= -7.0 + 0.05
-    assert _reference_true_peak_db(out[:, : int(2.5 * rate)]) > -3.5, "the rest keeps -3 dBTP"
+    assert true_peak_db(out[:, inner]) <= -7.0 + 0.05
+    assert true_peak_db(out[:, : int(2.5 * rate)]) > -3.5, "the rest keeps -3 dBTP"
 
 
 def test_window_peaks_find_the_windows_over_the_threshold():
@@ -83,7 +79,7 @@ def test_window_peaks_find_the_windows_over_the_threshold():
     over = np.flatnonzero(peaks > 10 ** (-6 / 20))
     assert len(over) and np.all(over * window <= 1.01 * rate) and np.all((over + 1) * window >= rate)
     clap = over[np.argmax(peaks[over])]
-    reference = _reference_true_peak_db(x[:, max(clap - 1, 0) * window : (clap + 2) * window])
+    reference = true_peak_db(x[:, max(clap - 1, 0) * window : (clap + 2) * window])
     assert 20 * np.log10(peaks[clap]) == pytest.approx(reference, abs=0.1)
 
 
