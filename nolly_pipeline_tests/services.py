@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -59,11 +60,13 @@ def postgres_database(prefix: str = "nolly_test") -> Iterator[str]:
 
 
 @contextmanager
-def s3_server() -> Iterator[str]:
-    """Run moto's S3 server as a subprocess on a free port; yield its endpoint URL."""
+def s3_server(module: str = "moto.server", cwd: Path | None = None) -> Iterator[str]:
+    """Run moto's server (S3 and the rest of AWS) as a subprocess on a free port; yield its
+    endpoint URL. ``module`` may name a wrapper that patches moto before serving."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -7,6 +7,7 @@ checked instead: unpinned images, build paths that moved, variables missing from
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from typing import Any
@@ -39,7 +40,8 @@ def _pinned(image: str) -> bool:
     return bool(re.search(r"\d+\.\d+", tag) or re.fullmatch(r"RELEASE\.\d{4}-\d{2}-\d{2}T[\d-]+Z", tag))
 
 
-def package_env_vars() -> set[str]:
+@functools.cache
+def package_env_vars() -> frozenset[str]:
     """Every environment variable the package reads, per-type names expanded."""
     names: set[str] = set()
     suffixes = [t.env_suffix for t in JOB_TYPES.values()]
@@ -48,7 +50,7 @@ def package_env_vars() -> set[str]:
         names |= set(re.findall(r"""(?:_env|_positive|environ\.get|getenv)\(\s*"([A-Z][A-Z0-9_]+)\"""", text))
         for prefix in re.findall(r"""(?:_env|_positive)\(\s*f"([A-Z][A-Z0-9_]+_)\{suffix\}\"""", text):
             names |= {prefix + suffix for suffix in suffixes}
-    return names
+    return frozenset(names)
 
 
 def test_compose_services_use_pinned_images_and_existing_build_files() -> None:

@@ -12,8 +12,6 @@ What happens inside the task is what the e2e daemon test covers with local run w
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -55,17 +53,8 @@ def _env_list(pairs: list[dict[str, str]]) -> dict[str, str]:
 @pytest.fixture
 def moto_endpoint() -> Iterator[str]:
     """A moto server of our own, with the Fargate fix from :mod:`moto_ecs_server`."""
-    port = services.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nolly_pipeline_tests.deploy.moto_ecs_server", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        services.wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with services.s3_server("nolly_pipeline_tests.deploy.moto_ecs_server", cwd=REPO_ROOT) as endpoint:
+        yield endpoint
 
 
 def test_daemon_launches_ecs_tasks_sized_per_job_type(
