@@ -1,4 +1,12 @@
-"""The seed's ``jobs`` DDL, verbatim, for migration and drop-in tests."""
+"""The seed's ``jobs`` DDL, verbatim, for migration and drop-in tests, and its way of
+submitting a job (plain SQL, as the frontend's edge function does)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import sqlalchemy as sa
 
 SEED_JOBS_DDL = """
 CREATE TABLE jobs (
@@ -19,3 +27,15 @@ CREATE TABLE jobs (
 SEED_JOBS_DDL_SQLITE = (
     SEED_JOBS_DDL.replace(" DEFAULT gen_random_uuid()", "").replace("DEFAULT now()", "DEFAULT CURRENT_TIMESTAMP")
 )
+
+
+def insert_job(
+    conn: sa.Connection, job_type: str, input_data: object, user: uuid.UUID, max_attempts: int | None = None
+) -> uuid.UUID:
+    """Insert a row as the frontend does: the seed's columns only (plus ``max_attempts``)."""
+    columns = "user_id, type, input_data" + (", max_attempts" if max_attempts else "")
+    values = ":u, :t, CAST(:d AS JSONB)" + (", :m" if max_attempts else "")
+    return conn.execute(
+        sa.text(f"INSERT INTO jobs ({columns}) VALUES ({values}) RETURNING id"),
+        {"u": str(user), "t": job_type, "d": json.dumps(input_data), "m": max_attempts},
+    ).scalar_one()

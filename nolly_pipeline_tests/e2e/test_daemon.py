@@ -23,15 +23,13 @@ from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_in
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
 from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION, ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video, tiny_wav
+from nolly_pipeline_tests.seed import insert_job
 
 
 
 def insert(engine: sa.Engine, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
     with engine.begin() as conn:
-        return conn.execute(
-            sa.text("INSERT INTO jobs (user_id, type, input_data) VALUES (:u, :t, CAST(:d AS JSONB)) RETURNING id"),
-            {"u": str(user), "t": job_type, "d": json.dumps(input_data)},
-        ).scalar_one()
+        return insert_job(conn, job_type, input_data, user)
 
 
 # Distinctive secrets: they must not show up in logs, tags, run config, rows or notifications.

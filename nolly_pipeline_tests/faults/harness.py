@@ -6,7 +6,6 @@ owns), moto's S3 server, the in-process fake Replicate and real ``dagster-daemon
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests.e2e.daemon import REPO_ROOT, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
 from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.seed import insert_job
 
 JOB_ID_TAG, ATTEMPT_TAG, RUN_KEY_TAG = "nolly/job_id", "nolly/attempt", "dagster/run_key"
 
@@ -181,16 +181,9 @@ def insert_rows(
     engine: sa.Engine, rows: list[tuple[str, uuid.UUID, str]], max_attempts: int | None = None
 ) -> list[uuid.UUID]:
     """Insert (type, user, file_url) rows as the frontend does, in one transaction."""
-    columns = "user_id, type, input_data" + (", max_attempts" if max_attempts else "")
-    values = ":u, :t, CAST(:d AS JSONB)" + (", :m" if max_attempts else "")
-    ids = []
     with engine.begin() as conn:
-        for job_type, user, url in rows:
-            ids.append(conn.execute(
-                sa.text(f"INSERT INTO jobs ({columns}) VALUES ({values}) RETURNING id"),
-                {"u": str(user), "t": job_type, "d": json.dumps({"file_url": url, "settings": {}}), "m": max_attempts},
-            ).scalar_one())
-    return ids
+        return [insert_job(conn, job_type, {"file_url": url, "settings": {}}, user, max_attempts)
+                for job_type, user, url in rows]
 
 
 def status_counts(engine: sa.Engine) -> dict[str, int]:

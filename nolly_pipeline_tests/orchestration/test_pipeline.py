@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from dagster import DagsterEventType
 
 from nolly_pipeline.db.tables import jobs
@@ -13,16 +12,14 @@ from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
+from nolly_pipeline_tests.seed import insert_job
 
 
 
 def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
     """Insert as the frontend does: plain SQL with the seed's columns only."""
     with p.store.engine.begin() as conn:
-        return conn.execute(
-            sa.text("INSERT INTO jobs (user_id, type, input_data) VALUES (:u, :t, CAST(:d AS JSONB)) RETURNING id"),
-            {"u": str(user), "t": job_type, "d": __import__("json").dumps(input_data)},
-        ).scalar_one()
+        return insert_job(conn, job_type, input_data, user)
 
 
 def test_pending_row_becomes_done_with_output_and_notification(pipeline: Pipeline, user_id: uuid.UUID) -> None:
