@@ -15,6 +15,7 @@ from nolly_pipeline.db.engine import get_engine
 from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
+from nolly_pipeline_tests.media import tiny_video, tiny_wav, write_png
 
 if TYPE_CHECKING:
     from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
@@ -98,3 +99,19 @@ def fake_replicate() -> Iterator["FakeReplicate"]:
 
     with FakeReplicate(token="test-token") as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """name -> bytes of every sample the input tests need."""
+    clip = tiny_video()
+    return {
+        "clip.mp4": clip,
+        "long.mp4": tiny_video(frames=50),  # 2 s at 25 fps
+        "take.wav": tiny_wav(0.2),
+        "long.wav": tiny_wav(2.0),
+        "still.png": write_png(tmp_path_factory.mktemp("input-media") / "still.png").read_bytes(),
+        "truncated.mp4": clip[: len(clip) // 3],
+        "garbage.mp4": b"this is not a video" * 50,
+        "empty.mp4": b"",
+    }

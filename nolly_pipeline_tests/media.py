@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import io
 from fractions import Fraction
+from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 
@@ -40,3 +42,9 @@ def tiny_wav(seconds: float = 0.5) -> bytes:
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+def write_png(path: Path) -> Path:
+    """A 32x32 grey PNG at ``path``."""
+    cv2.imwrite(str(path), np.full((32, 32, 3), 128, dtype=np.uint8))
+    return path

@@ -1,15 +1,13 @@
 """acquire_input: size limits before and after download, media kind and length per job type.
 
-The media are tiny real files made in milliseconds (see :mod:`nolly_pipeline_tests.media`);
-the ``media`` fixture is reused by the orchestration bad-input corpus.
+The media are tiny real files made in milliseconds (the session-wide ``media`` fixture in
+the root conftest, also used by the orchestration bad-input corpus).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from nolly_pipeline.errors import InputError
@@ -19,31 +17,9 @@ from nolly_pipeline.storage.http_fetch import HttpFetcher
 from nolly_pipeline.storage.objects import LocalObjectStore
 from nolly_pipeline.storage.urls import HttpSource, ObjectRef
 from nolly_pipeline.validation import JobSpec
-from nolly_pipeline_tests.media import tiny_video, tiny_wav
-from nolly_pipeline_tests.storage.test_http_fetch import LocalServer, fake_resolver
+from nolly_pipeline_tests.http_server import LocalServer, fake_resolver
 
 LIMITS = InputLimits(max_bytes=1_000_000, max_duration_seconds={name: 1.0 for name in JOB_TYPES})
-
-
-def write_png(path: Path) -> Path:
-    cv2.imwrite(str(path), np.full((32, 32, 3), 128, dtype=np.uint8))
-    return path
-
-
-@pytest.fixture(scope="session")
-def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """name -> bytes of every sample the input tests need."""
-    clip = tiny_video()
-    return {
-        "clip.mp4": clip,
-        "long.mp4": tiny_video(frames=50),  # 2 s at 25 fps
-        "take.wav": tiny_wav(0.2),
-        "long.wav": tiny_wav(2.0),
-        "still.png": write_png(tmp_path_factory.mktemp("input-media") / "still.png").read_bytes(),
-        "truncated.mp4": clip[: len(clip) // 3],
-        "garbage.mp4": b"this is not a video" * 50,
-        "empty.mp4": b"",
-    }
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from nolly_pipeline_tests.fakes.replicate_api import Behavior
 from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION, ROTO_VERSION
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
-from nolly_pipeline_tests.storage.test_http_fetch import TEST_DNS, LocalServer, fake_resolver
-from nolly_pipeline_tests.test_inputs import media  # noqa: F401 - session fixture
+from nolly_pipeline_tests.http_server import TEST_DNS, LocalServer, fake_resolver
 
 MAX_BYTES = 500_000
 ALLOWED = ",".join(TEST_DNS)
