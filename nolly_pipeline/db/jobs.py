@@ -110,35 +110,27 @@ class JobStore:
             return [dict(r) for r in rows]
 
     def rows_with_status(self, status: str, limit: int = 1000) -> list[JobRow]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(jobs).where(jobs.c.status == status).limit(limit)
-            ).mappings()
-            return [JobRow.from_mapping(r) for r in rows]
+        return self._rows(sa.select(jobs).where(jobs.c.status == status).limit(limit))
 
     def cancel_requests(self, limit: int = 500) -> list[JobRow]:
         """Rows the user asked to cancel that are not final yet (partial index)."""
+        return self._rows(
+            sa.select(jobs)
+            .where(jobs.c.cancel_requested_at.is_not(None), jobs.c.status.in_([PENDING, RUNNING]))
+            .limit(limit)
+        )
+
+    def _rows(self, query: sa.Select) -> list[JobRow]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(jobs)
-                .where(jobs.c.cancel_requested_at.is_not(None), jobs.c.status.in_([PENDING, RUNNING]))
-                .limit(limit)
-            ).mappings()
-            return [JobRow.from_mapping(r) for r in rows]
+            return [JobRow.from_mapping(r) for r in conn.execute(query).mappings()]
 
     def dispatched_before(self, cutoff: dt.datetime, limit: int = 1000) -> list[JobRow]:
         """Pending rows claimed by the sensor before ``cutoff`` whose run never took them."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(jobs)
-                .where(
-                    jobs.c.status == PENDING,
-                    jobs.c.dispatched_at.is_not(None),
-                    jobs.c.dispatched_at < cutoff,
-                )
-                .limit(limit)
-            ).mappings()
-            return [JobRow.from_mapping(r) for r in rows]
+        return self._rows(
+            sa.select(jobs)
+            .where(jobs.c.status == PENDING, jobs.c.dispatched_at.is_not(None), jobs.c.dispatched_at < cutoff)
+            .limit(limit)
+        )
 
     # --- inserts (the frontend's side; used by the CLI and tests) ---------------------------
     def insert_job(
@@ -207,25 +199,14 @@ class JobStore:
 
     def reject_dispatch(self, row: JobRow, message: str) -> bool:
         """Fail a claimed row that cannot run at all (malformed row, bad URL): no run exists."""
-        cond = sa.and_(
-            jobs.c.id == row.id,
-            jobs.c.attempt == row.attempt,
-            jobs.c.status == PENDING,
-            jobs.c.dagster_run_id.is_(None),
-        )
-        return self._finish(cond, row, FAILED, message, None, f"dispatch:{row.attempt}")
+        return self._finish(self._unstarted(row), row, FAILED, message, None, f"dispatch:{row.attempt}")
 
     def release_dispatch(self, row: JobRow) -> bool:
         """Undo a claim whose run was never created (daemon died between claim and launch)."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(jobs)
-                .where(
-                    jobs.c.id == row.id,
-                    jobs.c.attempt == row.attempt,
-                    jobs.c.status == PENDING,
-                    jobs.c.dagster_run_id.is_(None),
-                )
+                .where(self._unstarted(row))
                 .values(dispatched_at=None, updated_at=utcnow())
             )
         return result.rowcount == 1
@@ -335,13 +316,7 @@ class JobStore:
 
     def cancel_unstarted(self, row: JobRow) -> bool:
         """Cancel a pending row (dispatched or not) before any run took it."""
-        cond = sa.and_(
-            jobs.c.id == row.id,
-            jobs.c.attempt == row.attempt,
-            jobs.c.status == PENDING,
-            jobs.c.dagster_run_id.is_(None),
-        )
-        return self._finish(cond, row, FAILED, CanceledError().message, None, f"cancel:{row.attempt}")
+        return self._finish(self._unstarted(row), row, FAILED, CanceledError().message, None, f"cancel:{row.attempt}")
 
     # --- terminal writes ------------------------------------------------------------------
     def finish_done(
@@ -359,6 +334,16 @@ class JobStore:
         if row is None:
             return False
         return self._finish(self._owned_by(row.id, run_id, worker), row, FAILED, message, None, run_id)
+
+    @staticmethod
+    def _unstarted(row: JobRow) -> sa.ColumnElement[bool]:
+        """Still the attempt ``row`` was read at, pending, and taken by no run."""
+        return sa.and_(
+            jobs.c.id == row.id,
+            jobs.c.attempt == row.attempt,
+            jobs.c.status == PENDING,
+            jobs.c.dagster_run_id.is_(None),
+        )
 
     @staticmethod
     def _owned_by(job_id: uuid.UUID, run_id: str, worker: str | None = None) -> sa.ColumnElement[bool]:
