@@ -8,6 +8,8 @@ import uuid
 
 import sqlalchemy as sa
 
+from nolly_pipeline.db.tables import jobs
+
 SEED_JOBS_DDL = """
 CREATE TABLE jobs (
   id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -39,3 +41,9 @@ def insert_job(
         sa.text(f"INSERT INTO jobs ({columns}) VALUES ({values}) RETURNING id"),
         {"u": str(user), "t": job_type, "d": json.dumps(input_data), "m": max_attempts},
     ).scalar_one()
+
+
+def request_cancel(engine: sa.Engine, job_id: uuid.UUID) -> None:
+    """Ask to cancel a job as the frontend does (README: ``SET cancel_requested_at = now()``)."""
+    with engine.begin() as conn:  # Core rather than text: now() is spelt differently on SQLite
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested_at=sa.func.now()))

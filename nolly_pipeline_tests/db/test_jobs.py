@@ -10,6 +10,7 @@ import pytest
 from nolly_pipeline.db.jobs import JobStore, RunIdentity
 from nolly_pipeline.db.tables import jobs, notifications
 from nolly_pipeline.errors import StaleRunError
+from nolly_pipeline_tests.seed import request_cancel
 
 INPUT = {"file_url": "s3://vfx-assets/u/clip.mp4", "settings": {}}
 
@@ -152,21 +153,13 @@ def test_notification_unique_per_job_event(store: JobStore, user_id: uuid.UUID) 
         conn.execute(notifications.insert().values(id=uuid.uuid4(), **row))
 
 
-def request_cancel(store: JobStore, job_id: uuid.UUID) -> None:
-    """What the frontend does to cancel a job."""
-    import sqlalchemy as sa
-
-    with store.engine.begin() as conn:
-        conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested_at=sa.func.now()))
-
-
 def test_cancel_of_a_running_row_stops_heartbeat_and_done(store: JobStore, user_id: uuid.UUID) -> None:
     from nolly_pipeline.errors import CanceledError
 
     job_id = store.insert_job("roto", INPUT, user_id)
     (row,) = store.claim_dispatchable(10)
     store.start_run(job_id, sensor_run("r1", row.attempt))
-    request_cancel(store, job_id)
+    request_cancel(store.engine, job_id)
     with pytest.raises(CanceledError):
         store.heartbeat(job_id, "r1")
     assert not store.finish_done(job_id, "r1", {"output_url": "late"})
@@ -180,7 +173,7 @@ def test_cancel_of_a_queued_row_refuses_its_run(store: JobStore, user_id: uuid.U
 
     job_id = store.insert_job("roto", INPUT, user_id)
     (row,) = store.claim_dispatchable(10)
-    request_cancel(store, job_id)
+    request_cancel(store.engine, job_id)
     with pytest.raises(CanceledError):
         store.start_run(job_id, sensor_run("r1", row.attempt))
     (pending,) = store.cancel_requests()

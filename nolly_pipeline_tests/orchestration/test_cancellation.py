@@ -6,9 +6,7 @@ import threading
 import uuid
 
 import pytest
-import sqlalchemy as sa
 
-from nolly_pipeline.db.tables import jobs
 from nolly_pipeline.orchestration.reconciler import process_cancellations
 from nolly_pipeline_tests.e2e.daemon import wait_until
 from nolly_pipeline_tests.fakes.replicate_api import Behavior
@@ -16,11 +14,7 @@ from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline
 from nolly_pipeline_tests.orchestration.test_pipeline import insert_row
-
-
-def request_cancel(p: Pipeline, job_id: uuid.UUID) -> None:
-    with p.store.engine.begin() as conn:
-        conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested_at=sa.func.now()))
+from nolly_pipeline_tests.seed import request_cancel
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +36,7 @@ def test_cancel_while_predicting_cancels_remote_prediction(pipeline: Pipeline, u
     worker.start()
     wait_until(lambda: len(pipeline.fake.predictions) == 1, timeout=30, interval=0.05, what="prediction created")
 
-    request_cancel(pipeline, job_id)
+    request_cancel(pipeline.store.engine, job_id)
     assert process_cancellations(pipeline.instance, pipeline.store) == 1
     worker.join(timeout=30)
     assert not worker.is_alive()
@@ -56,11 +50,11 @@ def test_cancel_while_predicting_cancels_remote_prediction(pipeline: Pipeline, u
 
 def test_cancel_before_dispatch_and_while_queued(pipeline: Pipeline, user_id: uuid.UUID) -> None:
     early = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user_id)
-    request_cancel(pipeline, early)
+    request_cancel(pipeline.store.engine, early)
     queued = insert_row(pipeline, "roto", {"file_url": "s3://vfx-assets/u/b.mp4"}, user_id)
     requests = pipeline.tick()  # `early` is refused at dispatch; `queued` gets a run request
     assert [r.partition_key for r in requests] == [str(queued)]
-    request_cancel(pipeline, queued)
+    request_cancel(pipeline.store.engine, queued)
     assert process_cancellations(pipeline.instance, pipeline.store) == 1
     result = pipeline.execute(requests[0])  # the queued run starts anyway: it must not work
     assert not result.success
