@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 import yaml
 
@@ -26,19 +26,24 @@ def write_instance_yaml(home: Path, storage_url: str | None, extra: Mapping[str,
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
+def spawn_daemon(env: Mapping[str, str], log: BinaryIO) -> subprocess.Popen[bytes]:
+    """``dagster-daemon run`` on the repo's workspace, leading its own session, so that it and
+    the run workers it starts can be signalled as one group."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 @contextmanager
 def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``dagster-daemon run`` in its own process group; stop it and its runs afterwards."""
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-            cwd=REPO_ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = spawn_daemon(env, log)
         try:
             yield proc
         finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from nolly_pipeline.storage.objects import S3ObjectStore
-from nolly_pipeline_tests.e2e.daemon import REPO_ROOT, wait_until, write_instance_yaml
+from nolly_pipeline_tests.e2e.daemon import spawn_daemon, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
 from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
 from nolly_pipeline_tests.seed import insert_job
@@ -66,10 +65,7 @@ class Daemon:
         log = open(self.log_path, "ab")
         log.write(f"\n===== daemon start #{self.starts} =====\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.proc = spawn_daemon(self.env, log)
         log.close()
         return self
 
