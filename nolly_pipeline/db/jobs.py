@@ -320,17 +320,21 @@ class JobStore:
 
     # --- terminal writes ------------------------------------------------------------------
     def finish_done(
-        self, job_id: uuid.UUID | str, run_id: str, output_data: dict[str, Any], worker: str | None = None
+        self, job: JobRow | uuid.UUID | str, run_id: str, output_data: dict[str, Any], worker: str | None = None
     ) -> bool:
-        row = self.get(job_id)
+        """``job``: the row (a caller that holds one saves a read) or its id. Fenced on ``run_id``."""
+        row = job if isinstance(job, JobRow) else self.get(job)
         if row is None:
             return False
         # A cancel that arrived while the last step ran still wins: the user asked for it.
         cond = sa.and_(self._owned_by(row.id, run_id, worker), jobs.c.cancel_requested_at.is_(None))
         return self._finish(cond, row, DONE, None, output_data, run_id)
 
-    def finish_failed(self, job_id: uuid.UUID | str, run_id: str, message: str, worker: str | None = None) -> bool:
-        row = self.get(job_id)
+    def finish_failed(
+        self, job: JobRow | uuid.UUID | str, run_id: str, message: str, worker: str | None = None
+    ) -> bool:
+        """``job``: the row (a caller that holds one saves a read) or its id. Fenced on ``run_id``."""
+        row = job if isinstance(job, JobRow) else self.get(job)
         if row is None:
             return False
         return self._finish(self._owned_by(row.id, run_id, worker), row, FAILED, message, None, run_id)

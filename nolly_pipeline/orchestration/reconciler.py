@@ -115,7 +115,7 @@ def _retry_or_fail(store: JobStore, row: JobRow, reason: str, repairs: Repairs) 
     if row.attempts_left > 0:
         if store.requeue(row, f"{reason}; retrying"):
             repairs.requeued += 1
-    elif store.finish_failed(row.id, row.dagster_run_id, _gave_up(row, reason)):
+    elif store.finish_failed(row, row.dagster_run_id, _gave_up(row, reason)):
         repairs.settled_failed += 1
 
 
@@ -137,11 +137,11 @@ def _settle_running(
         return
     if run is not None and run.status == DagsterRunStatus.SUCCESS:
         output = _published_output(instance, row)
-        if output is not None and store.finish_done(row.id, row.dagster_run_id, output):
+        if output is not None and store.finish_done(row, row.dagster_run_id, output):
             repairs.settled_done += 1
             return
     if run is not None and run.status == DagsterRunStatus.CANCELED:
-        if store.finish_failed(row.id, row.dagster_run_id, "processing was canceled"):
+        if store.finish_failed(row, row.dagster_run_id, "processing was canceled"):
             repairs.settled_failed += 1
         return
     reason = "processing was interrupted" if run is None else "processing stopped unexpectedly"
@@ -200,7 +200,7 @@ def process_cancellations(instance: DagsterInstance, store: JobStore) -> int:
             )
         else:
             assert row.dagster_run_id is not None
-            ended += store.finish_failed(row.id, row.dagster_run_id, CanceledError().message)
+            ended += store.finish_failed(row, row.dagster_run_id, CanceledError().message)
             run = instance.get_run_by_id(row.dagster_run_id)
             runs = [run] if run is not None else []
         for run in runs:
