@@ -12,6 +12,7 @@ import mimetypes
 import os
 import socket
 import threading
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -84,12 +85,12 @@ class Heartbeat:
     stops local processing loops and remote polling alike.
     """
 
-    def __init__(self, store: JobStore, row: JobRow, run_id: str, interval: float) -> None:
-        self.store, self.row, self.run_id, self.interval = store, row, run_id, interval
+    def __init__(self, store: JobStore, job_id: uuid.UUID, run: RunIdentity, interval: float) -> None:
+        self.store, self.job_id, self.run, self.interval = store, job_id, run, interval
         self._stop = threading.Event()
         self._error: NollyError | None = None
         self._progress: float | None = None
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{row.id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -104,7 +105,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.store.heartbeat(self.row.id, self.run_id, self._progress, worker_id())
+                self.store.heartbeat(self.job_id, self.run.run_id, self._progress, self.run.worker)
             except NollyError as error:
                 self._error = error
                 return
@@ -126,8 +127,9 @@ class Heartbeat:
 def owned_row(context: OpExecutionContext, job_store: JobStoreResource) -> Iterator[tuple[JobRow, Heartbeat]]:
     """Take (or re-confirm) the row for this run and keep its heartbeat going meanwhile."""
     store = job_store.store()
-    row = store.start_run(context.partition_key, run_identity(context))
-    with Heartbeat(store, row, context.run_id, job_store.heartbeat_seconds) as beat:
+    run = run_identity(context)
+    row = store.start_run(context.partition_key, run)
+    with Heartbeat(store, row.id, run, job_store.heartbeat_seconds) as beat:
         yield row, beat
 
 
