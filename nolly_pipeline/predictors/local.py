@@ -26,7 +26,8 @@ class LocalPredictor:
     backend: str = "local"
 
     def validate(self, settings: Mapping[str, Any]) -> None:
-        parse_settings(self.settings_model, dict(settings))
+        """Nothing more: :func:`nolly_pipeline.validation.validate_row` already parses the
+        settings with this same model (the job type's), for every backend."""
 
     def predict(self, request: PredictionRequest) -> ProcessingResult:
         settings = parse_settings(self.settings_model, dict(request.settings))
