@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from nolly_pipeline.predictors.replicate_backend import ReplicateModel
+from nolly_pipeline.predictors.replicate_model import ReplicateModel
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-import replicate
-
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.predictors import local
 from nolly_pipeline.predictors.base import Predictor, UnavailablePredictor
-from nolly_pipeline.predictors.replicate_backend import ReplicateModel, ReplicatePredictor
+from nolly_pipeline.predictors.replicate_model import ReplicateModel
 
 LocalFactory = Callable[[Path], Predictor]
 
@@ -67,6 +65,12 @@ def _replicate_predictor(job_type: JobType, config: PredictorConfig) -> Predicto
         return UnavailablePredictor(
             job_type.name, f"no Replicate model configured; set NOLLY_REPLICATE_MODEL_{job_type.env_suffix}"
         )
+    # Imported here, not at the top: every run worker imports this module with the code
+    # location, and only types configured for Replicate need its client (with httpx and numpy).
+    import replicate
+
+    from nolly_pipeline.predictors.replicate_backend import ReplicatePredictor
+
     client = replicate.Client(api_token=config.replicate_api_token, base_url=config.replicate_base_url)
     return ReplicatePredictor(
         client=client,

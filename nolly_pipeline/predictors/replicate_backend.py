@@ -9,12 +9,11 @@ deadline, cancel it remotely on timeout, and download every output file at once.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import posixpath
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -25,48 +24,12 @@ from replicate.exceptions import ReplicateError
 
 from nolly_pipeline.errors import InputError, PermanentError, TransientError, redact_urls
 from nolly_pipeline.predictors.base import PredictionRequest
+from nolly_pipeline.predictors.replicate_model import ReplicateModel
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult
 
 TERMINAL_FAILURES = ("failed", "canceled", "aborted")
 # Consecutive failed polls tolerated before the prediction is given up (and canceled).
 MAX_FAILED_POLLS = 10
-
-
-@dataclass(frozen=True)
-class ReplicateModel:
-    """Which model serves a job type and how job fields map onto its inputs."""
-
-    # "owner/name" (an official model, latest version) or "owner/name:<version id>".
-    ref: str
-    # The model input that receives the media file.
-    file_input: str
-    # Fixed model inputs (e.g. ``{"output_type": "alpha-mask"}``).
-    static_input: Mapping[str, Any] = field(default_factory=dict)
-    # job setting name -> model input name; settings not listed are not sent.
-    settings_map: Mapping[str, str] = field(default_factory=dict)
-
-    def build_input(self, file_value: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
-        payload = dict(self.static_input)
-        for setting, model_field in self.settings_map.items():
-            if setting in settings and settings[setting] is not None:
-                payload[model_field] = settings[setting]
-        payload[self.file_input] = file_value
-        return payload
-
-    @classmethod
-    def from_env(cls, ref: str, mapping_json: str | None, default: "ReplicateModel | None") -> "ReplicateModel":
-        """Model from ``NOLLY_REPLICATE_MODEL_<TYPE>`` and ``NOLLY_REPLICATE_INPUT_<TYPE>`` (JSON)."""
-        mapping = json.loads(mapping_json) if mapping_json else {}
-        base = default if default and default.ref.split(":")[0] == ref.split(":")[0] else None
-        file_input = mapping.get("file_input") or (base.file_input if base else None)
-        if not file_input:
-            raise ValueError(f"model {ref}: set file_input in its NOLLY_REPLICATE_INPUT_* JSON")
-        return cls(
-            ref=ref,
-            file_input=file_input,
-            static_input=mapping.get("static", base.static_input if base else {}),
-            settings_map=mapping.get("settings_map", base.settings_map if base else {}),
-        )
 
 
 @dataclass

@@ -13,6 +13,10 @@ cut off at the limit rather than after filling the disk.
 Nothing here reads configuration: the allowlist and limits are constructor arguments, and
 the only way to reach a loopback test server is ``allow_addresses_for_tests``, which no
 environment variable or job field can set.
+
+httpx is imported when a URL is fetched, not with this module: every download builds a
+fetcher, but only a deployment that allows web inputs (``NOLLY_ALLOWED_INPUT_HOSTS``) uses
+one, and httpx with its IDNA tables costs a run worker about 0.1 s to import.
 """
 
 from __future__ import annotations
@@ -22,20 +26,22 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection, Mapping
 from urllib.parse import urljoin, urlsplit
-
-import httpx
 
 from nolly_pipeline.errors import InputError, TransientError
 from nolly_pipeline.storage.urls import describe_url
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host, port -> the addresses a connection to it could use.
 Resolver = Callable[[str, int], list[str]]
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+# httpx.Timeout arguments, seconds.
+DEFAULT_TIMEOUT = {"connect": 10.0, "read": 60.0, "write": 60.0, "pool": 10.0}
 CHUNK_BYTES = 1 << 20
 
 # Ranges Python's ``is_global`` still calls global but that reach internal hosts anyway:
@@ -81,7 +87,7 @@ class HttpFetcher:
         *,
         resolver: Resolver = system_resolver,
         max_redirects: int = 5,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: Mapping[str, float] = DEFAULT_TIMEOUT,
         max_seconds: float = 3600.0,
         allow_addresses_for_tests: Collection[str] = (),
     ) -> None:
@@ -90,16 +96,18 @@ class HttpFetcher:
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.resolver = resolver
         self.max_redirects = max_redirects
-        self.timeout = timeout
+        self.timeout = dict(timeout)
         self.max_seconds = max_seconds
         self._test_addresses = frozenset(ipaddress.ip_address(a) for a in allow_addresses_for_tests)
 
     def fetch(self, url: str, dest: Path, max_bytes: int) -> FetchResult:
         """Stream ``url`` to ``dest``; raise InputError for anything refused, TransientError
         for failures worth retrying (5xx, 429, network). ``dest`` is removed on failure."""
+        import httpx
+
         deadline = time.monotonic() + self.max_seconds
         # trust_env=False: a proxy from the environment would resolve names itself.
-        with httpx.Client(timeout=self.timeout, trust_env=False, follow_redirects=False) as client:
+        with httpx.Client(timeout=httpx.Timeout(**self.timeout), trust_env=False, follow_redirects=False) as client:
             for _ in range(self.max_redirects + 1):
                 request = self._pinned_request(url)
                 try:
@@ -143,6 +151,8 @@ class HttpFetcher:
 
     def _pinned_request(self, url: str) -> httpx.Request:
         """A GET for ``url`` that connects to the checked address, not to a fresh lookup."""
+        import httpx
+
         host, port, address = self.check_url(url)
         parts = urlsplit(url)
         netloc = f"[{address}]" if address.version == 6 else str(address)

@@ -10,7 +10,8 @@ import replicate
 
 from nolly_pipeline.errors import InputError, PermanentError, TransientError
 from nolly_pipeline.predictors.base import PredictionRequest
-from nolly_pipeline.predictors.replicate_backend import ReplicateModel, ReplicatePredictor
+from nolly_pipeline.predictors.replicate_backend import ReplicatePredictor
+from nolly_pipeline.predictors.replicate_model import ReplicateModel
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
 
 VERSION = "a" * 64
