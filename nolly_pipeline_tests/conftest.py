@@ -1,8 +1,11 @@
-"""Session-wide fixtures: real PostgreSQL, a real S3 server process, fresh schemas per test."""
+"""Session-wide fixtures: real PostgreSQL, a real S3 server process, fresh schemas per test;
+and the check that the suite leaves no process of its own running."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -16,6 +19,7 @@ from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.media import tiny_video, tiny_wav, write_png
+from nolly_pipeline_tests.processes import SESSION_MARKER, marked_processes
 
 if TYPE_CHECKING:
     from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
@@ -24,6 +28,31 @@ if TYPE_CHECKING:
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_REGION", "us-east-1")
+
+# Inherited by every process the suite starts (daemons, code servers, run workers, moto), so
+# the end-of-session check finds this session's leftovers and no other session's.
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
+# Time the last processes get to exit after their fixtures have stopped them.
+LEFTOVER_GRACE_SECONDS = 30.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Set up before, so torn down after, every other session fixture: then no process this
+    session started may still run. Stragglers are killed, and the session fails naming them."""
+    yield
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}"
+    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    while (left := marked_processes(marker, exclude=os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, "processes started by the suite were still running at its end (now killed):\n" + "\n".join(
+        f"  {pid}: {line[:300]}" for pid, line in left.items()
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from typing import BinaryIO, Callable, Iterator, Mapping
 
 import yaml
 
+from nolly_pipeline_tests.processes import kill_session
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,11 +28,13 @@ def write_instance_yaml(home: Path, storage_url: str | None, extra: Mapping[str,
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
-def spawn_daemon(env: Mapping[str, str], log: BinaryIO) -> subprocess.Popen[bytes]:
-    """``dagster-daemon run`` on the repo's workspace, leading its own session, so that it and
-    the run workers it starts can be signalled as one group."""
+def spawn_daemon(
+    env: Mapping[str, str], log: BinaryIO, workspace: Path = REPO_ROOT / "workspace.yaml"
+) -> subprocess.Popen[bytes]:
+    """``dagster-daemon run`` on a workspace (the repo's by default), leading its own session,
+    so that it and the run workers it starts can be signalled as one group."""
     return subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
         cwd=REPO_ROOT,
         env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
         stdout=log,
@@ -40,23 +44,31 @@ def spawn_daemon(env: Mapping[str, str], log: BinaryIO) -> subprocess.Popen[byte
 
 
 @contextmanager
-def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``dagster-daemon run`` in its own process group; stop it and its runs afterwards."""
+def running_daemon(
+    env: Mapping[str, str], log_path: Path, workspace: Path = REPO_ROOT / "workspace.yaml"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``dagster-daemon run`` in its own session; stop it and everything it started
+    afterwards (its code server outlives it otherwise: see :mod:`nolly_pipeline_tests.processes`)."""
     with open(log_path, "wb") as log:
-        proc = spawn_daemon(env, log)
+        proc = spawn_daemon(env, log, workspace)
         try:
             yield proc
         finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=15)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_daemon(proc)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM the daemon's session, wait for the daemon, then kill whatever of it is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    kill_session(proc.pid, grace=5.0)
 
 
 def wait_until(

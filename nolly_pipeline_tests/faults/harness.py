@@ -22,6 +22,7 @@ from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests.e2e.daemon import spawn_daemon, wait_until, write_instance_yaml
 from nolly_pipeline_tests.fakes.replicate_api import FakeReplicate
 from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
+from nolly_pipeline_tests.processes import cmdline, proc_stat, session_pids
 from nolly_pipeline_tests.seed import insert_job
 
 JOB_ID_TAG, ATTEMPT_TAG, RUN_KEY_TAG = "nolly/job_id", "nolly/attempt", "dagster/run_key"
@@ -105,34 +106,6 @@ class Daemon:
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may contain spaces; fields after the closing parenthesis are fixed.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (the daemon leads its own session)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = proc_stat(int(entry.name))
-        if fields and fields[0] != "Z" and int(fields[3]) == sid:
-            pids.append(int(entry.name))
-    return pids
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _open_paths(pid: int) -> list[str]:
