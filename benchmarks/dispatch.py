@@ -1,22 +1,29 @@
-"""Dispatch benchmark: sensor tick cost against backlog size, and per-job overhead end to end.
+"""Dispatch benchmark: sensor tick cost against backlog size, and the project's orchestration
+cost per job side by side with a bare Dagster job.
 
 Run with ``make bench`` (or ``.venv/bin/python benchmarks/dispatch.py``). Needs PostgreSQL
 (127.0.0.1:5432 or ``NOLLY_TEST_DATABASE_URL``); starts moto's S3 server, the fake Replicate
-API and a real ``dagster-daemon``. Results are printed and written to ``docs/benchmarks.md``
-between the ``dispatch`` markers.
+API and, one after the other, a real ``dagster-daemon`` for the bare job
+(``benchmarks/bare_location.py``) and one for the project, on the same instance
+configuration. Results are printed and written to ``docs/benchmarks.md`` between the
+``dispatch`` markers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -26,22 +33,26 @@ warnings.filterwarnings("ignore")
 for _key, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
     os.environ.setdefault(_key, _value)
 
-from dagster import DagsterInstance, build_sensor_context  # noqa: E402
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context  # noqa: E402
 
 from benchmarks._doc import write_section  # noqa: E402
 from nolly_pipeline.config import Settings  # noqa: E402
 from nolly_pipeline.db import migrate  # noqa: E402
 from nolly_pipeline.db.engine import get_engine  # noqa: E402
-from nolly_pipeline.db.jobs import JobStore  # noqa: E402
+from nolly_pipeline.db.tables import jobs  # noqa: E402
 from nolly_pipeline.definitions import build_definitions  # noqa: E402
 from nolly_pipeline.storage.objects import S3ObjectStore  # noqa: E402
 from nolly_pipeline_tests import services  # noqa: E402
 from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_instance_yaml  # noqa: E402
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate  # noqa: E402
-from nolly_pipeline_tests.fakes.versions import ROTO_VERSION  # noqa: E402
-from nolly_pipeline_tests.media import tiny_video  # noqa: E402
+from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION  # noqa: E402
+from nolly_pipeline_tests.media import tiny_wav  # noqa: E402
+from nolly_pipeline_tests.seed import insert_job  # noqa: E402
 
 NEW_ROWS = 100
+BATCH = 16  # jobs inserted at once, per side
+SINGLES = 7  # single jobs, one at a time, per side
+SENSOR_SECONDS = 5
 
 
 def insert_rows(engine: sa.Engine, count: int, claimed: bool) -> None:
@@ -80,48 +91,154 @@ def tick_seconds(url: str, backlog: int) -> tuple[float, int]:
     return elapsed, len(result.run_requests or [])
 
 
-def per_job_overhead(pg_url: str, jobs: int) -> tuple[list[float], float]:
-    """Insert-to-done latency of sequential single jobs, then wall time for a batch."""
-    with tempfile.TemporaryDirectory() as tmp, services.s3_server() as s3_url, FakeReplicate(token="t") as fake, \
-            services.postgres_database("nolly_bench_dagster") as dagster_url:
-        fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=0))
-        engine = get_engine(pg_url)
+@dataclass
+class Side:
+    """One side of the side-by-side run: how to start its daemon, submit work and see it done."""
+
+    name: str
+    env: dict[str, str]
+    workspace: Path
+    # Insert ``count`` units of work at once; return their ids.
+    submit: Callable[[int], list[str]]
+    # Epoch seconds at which each id finished, or None while any is unfinished.
+    finished: Callable[[list[str]], dict[str, float] | None]
+
+
+@dataclass
+class SideResult:
+    latencies: list[float]
+    batch_seconds: float
+
+    @property
+    def per_minute(self) -> float:
+        return BATCH / self.batch_seconds * 60
+
+
+def measure(side: Side, log_dir: Path, singles: int) -> SideResult:
+    """With the side's own daemon: a warm-up job, ``singles`` jobs one at a time (insert -> done,
+    each inserted at a random moment of the sensor's period), then BATCH jobs inserted at once."""
+    def run(ids: list[str], timeout: float) -> dict[str, float]:
+        found: dict[str, dict[str, float] | None] = {}
+
+        def check() -> bool:
+            found["at"] = side.finished(ids)
+            return found["at"] is not None
+
+        wait_until(check, timeout=timeout, interval=0.5, what=f"{side.name}: {len(ids)} job(s) finished")
+        return found["at"]  # type: ignore[return-value]
+
+    phase = random.Random(7)  # same insert moments on both sides
+    with running_daemon(side.env, log_dir / f"{side.name}-daemon.log", side.workspace):
+        run(side.submit(1), timeout=180)  # warm-up: code server loaded, sensor ticking
+        latencies = []
+        for _ in range(singles):
+            time.sleep(phase.uniform(0, SENSOR_SECONDS))
+            inserted = time.time()
+            (job_id,) = side.submit(1)
+            latencies.append(run([job_id], timeout=120)[job_id] - inserted)
+        inserted = time.time()
+        batch = run(side.submit(BATCH), timeout=600)
+    return SideResult(latencies, max(batch.values()) - inserted)
+
+
+def project_side(pg_url: str, tmp: Path, s3_url: str, fake: FakeReplicate, dagster_url: str) -> Side:
+    """audio-clean jobs through the project: S3 storage (moto), Replicate answering at once."""
+    fake.set_behavior(AUDIO_VERSION, Behavior(starting=0, processing=0))
+    engine = get_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate.upgrade(engine)
+    s3 = S3ObjectStore.connect(s3_url, "us-east-1")
+    s3.ensure_buckets(("vfx-assets", "audio-uploads", "outputs", "pipeline-intermediates"))
+    src = tmp / "take.wav"
+    src.write_bytes(tiny_wav(1.0))
+    s3.upload(src, "audio-uploads", "u/take.wav")
+    home = tmp / "project-home"
+    write_instance_yaml(home, dagster_url)
+    env = {
+        "DAGSTER_HOME": str(home), "NOLLY_DATABASE_URL": pg_url, "NOLLY_STORAGE": "s3",
+        "NOLLY_S3_ENDPOINT_URL": s3_url, "REPLICATE_API_TOKEN": "t", "REPLICATE_BASE_URL": fake.base_url,
+        "NOLLY_REPLICATE_POLL_SECONDS": "0.2", "NOLLY_SENSOR_INTERVAL_SECONDS": str(SENSOR_SECONDS),
+        "NOLLY_WORK_DIR": str(home / "work"), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    data = {"file_url": "s3://audio-uploads/u/take.wav", "settings": {}}
+
+    def submit(count: int) -> list[str]:
+        # One user per job: the per-user run limit would otherwise be what is measured.
         with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        migrate.upgrade(engine)
-        store = JobStore(engine)
-        s3 = S3ObjectStore.connect(s3_url, "us-east-1")
-        s3.ensure_buckets(("vfx-assets", "audio-uploads", "outputs", "pipeline-intermediates"))
-        src = Path(tmp) / "clip.mp4"
-        src.write_bytes(tiny_video())
-        s3.upload(src, "vfx-assets", "u/clip.mp4")
-        home = Path(tmp) / "home"
-        write_instance_yaml(home, dagster_url)
-        env = {
-            "DAGSTER_HOME": str(home), "NOLLY_DATABASE_URL": pg_url, "NOLLY_STORAGE": "s3",
-            "NOLLY_S3_ENDPOINT_URL": s3_url, "REPLICATE_API_TOKEN": "t", "REPLICATE_BASE_URL": fake.base_url,
-            "NOLLY_REPLICATE_POLL_SECONDS": "0.2", "NOLLY_SENSOR_INTERVAL_SECONDS": "1",
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        }
-        def submit() -> uuid.UUID:
-            # One user per job: the per-user run limit would otherwise be what is measured.
-            return store.insert_job("roto", {"file_url": "s3://vfx-assets/u/clip.mp4", "settings": {}}, uuid.uuid4())
+            return [str(insert_job(conn, "audio-clean", data, uuid.uuid4())) for _ in range(count)]
 
-        def done(ids: list[uuid.UUID]) -> bool:
-            return all(store.get(i).status in ("done", "failed") for i in ids)  # type: ignore[union-attr]
+    def finished(ids: list[str]) -> dict[str, float] | None:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.status, jobs.c.error_message, jobs.c.completed_at)
+                .where(jobs.c.id.in_([uuid.UUID(i) for i in ids]))
+            ).all()
+        if len(rows) < len(ids) or any(r.status not in ("done", "failed") for r in rows):
+            return None
+        failed = [r.error_message for r in rows if r.status == "failed"]
+        assert not failed, failed
+        # completed_at is naive UTC (the seed's TIMESTAMP columns).
+        return {str(r.id): r.completed_at.replace(tzinfo=dt.timezone.utc).timestamp() for r in rows}
 
-        with running_daemon(env, Path(os.environ.get("NOLLY_BENCH_LOG", Path(tmp) / "daemon.log"))):
-            warm_up = submit()
-            wait_until(lambda: done([warm_up]), timeout=120, what="warm-up job")
-            latencies = []
-            for _ in range(jobs):
-                job_id = submit()
-                latencies.append(wait_until(lambda: done([job_id]), timeout=120, interval=0.1, what="job done"))
-            batch = [submit() for _ in range(20)]
-            batch_seconds = wait_until(lambda: done(batch), timeout=300, interval=0.2, what="batch done")
-        statuses = {store.get(i).status for i in batch}  # type: ignore[union-attr]
-        assert statuses == {"done"}, statuses
-        return latencies, batch_seconds
+    return Side("project", env, REPO / "workspace.yaml", submit, finished)
+
+
+def bare_side(home: Path, rows_url: str, instance: DagsterInstance) -> Side:
+    """The bare Dagster job of ``benchmarks/bare_location.py``; its rows live in ``rows_url``."""
+    from benchmarks.bare_location import ROW_TAG, TABLE_DDL
+
+    engine = get_engine(rows_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(TABLE_DDL))
+    tmp = home.parent
+    workspace = tmp / "bare-workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: benchmarks.bare_location\n"
+        f"      location_name: bare\n      working_directory: {REPO}\n"
+    )
+    libpq_url = sa.make_url(rows_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {"DAGSTER_HOME": str(home), "BARE_DATABASE_URL": libpq_url,
+           "BARE_SENSOR_INTERVAL_SECONDS": str(SENSOR_SECONDS)}
+
+    def submit(count: int) -> list[str]:
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO bare_rows (id, user_id) VALUES (CAST(:i AS uuid), CAST(:u AS uuid))"),
+                         [{"i": i, "u": str(uuid.uuid4())} for i in ids])
+        return ids
+
+    def finished(ids: list[str]) -> dict[str, float] | None:
+        ends: dict[str, float] = {}
+        finished_runs = RunsFilter(
+            tags={ROW_TAG: ids}, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+        )
+        for record in instance.get_run_records(finished_runs):
+            row_id = record.dagster_run.tags[ROW_TAG]
+            assert record.dagster_run.status == DagsterRunStatus.SUCCESS, row_id
+            ends[row_id] = record.end_time  # type: ignore[assignment]
+        return ends if len(ends) == len(ids) else None
+
+    return Side("bare", env, workspace, submit, finished)
+
+
+def side_by_side(pg_url: str, singles: int) -> dict[str, SideResult]:
+    """The bare job first, then the project, each with its own daemon and Dagster database."""
+    results: dict[str, SideResult] = {}
+    with tempfile.TemporaryDirectory() as tmp_name, services.s3_server() as s3_url, \
+            FakeReplicate(token="t") as fake, services.postgres_database("nolly_bench_bare") as bare_url, \
+            services.postgres_database("nolly_bench_dagster") as dagster_url:
+        tmp = Path(tmp_name)
+        log_dir = Path(os.environ.get("NOLLY_BENCH_LOG_DIR", tmp))
+        bare_home = tmp / "bare-home"
+        write_instance_yaml(bare_home, bare_url)  # the bare side's rows share its Dagster database
+        with DagsterInstance.from_config(str(bare_home)) as bare_instance:
+            sides = [bare_side(bare_home, bare_url, bare_instance),
+                     project_side(pg_url, tmp, s3_url, fake, dagster_url)]
+            for side in sides:
+                results[side.name] = measure(side, log_dir, singles)
+                print(f"{side.name}: {results[side.name]}", flush=True)
+    return results
 
 
 def main() -> None:
@@ -129,12 +246,20 @@ def main() -> None:
         tick_seconds(url, backlog=100)  # warm-up: imports, connections, plan caches
         small, small_n = tick_seconds(url, backlog=100)
         large, large_n = tick_seconds(url, backlog=10_000)
-        latencies, batch = per_job_overhead(url, jobs=5)
+        results = side_by_side(url, singles=SINGLES)
+    project, bare = results["project"], results["bare"]
+    ratio = project.batch_seconds / bare.batch_seconds
+
+    def latency(r: SideResult) -> str:
+        return f"{statistics.median(r.latencies):.1f} s (min {min(r.latencies):.1f}, max {max(r.latencies):.1f})"
+
     lines = [
         "## Dispatch (`benchmarks/dispatch.py`)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on this 2-core machine; PostgreSQL 15, moto S3, fake Replicate"
-        " (prediction finishes on the first poll), real `dagster-daemon`, QueuedRunCoordinator.",
+        f"Measured {time.strftime('%Y-%m-%d')} on this 2-core machine (shared, so absolute times are noisy;"
+        " the ratio is measured side by side in one run); PostgreSQL 15, real `dagster-daemon` with the"
+        " repo's `dagster.yaml` (QueuedRunCoordinator, 4 concurrent runs, audio-clean runs at most 3),"
+        " Dagster storage on PostgreSQL.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -143,9 +268,20 @@ def main() -> None:
         f"| sensor tick, {NEW_ROWS} new rows + 10,000 dispatched rows in backlog | {large * 1000:.0f} ms"
         f" ({large_n} run requests) |",
         f"| ratio 10,000 / 100 backlog | {large / small:.2f}x |",
-        f"| per-job overhead, insert -> done, single job (median of {len(latencies)}) |"
-        f" {statistics.median(latencies):.1f} s (min {min(latencies):.1f}, max {max(latencies):.1f}) |",
-        f"| 20 jobs inserted at once -> all done | {batch:.1f} s ({20 / batch * 60:.0f} jobs/min) |",
+        "",
+        f"Project against bare Dagster, one daemon each, {BATCH} jobs inserted at once (one user each) and"
+        f" {SINGLES} single jobs one at a time, sensors every {SENSOR_SECONDS} s. Project: audio-clean"
+        " jobs, S3 storage (moto), Replicate fake answering at once. Bare: three no-op ops"
+        " `download -> predict -> publish`, in-process executor, one run per row claimed by a sensor,"
+        " with the project's concurrency tags and `predict` in the same pool (`benchmarks/bare_location.py`).",
+        "",
+        "| measure | project | bare Dagster | project / bare |",
+        "|---|---|---|---|",
+        f"| {BATCH} jobs inserted at once -> all done | {project.batch_seconds:.1f} s | {bare.batch_seconds:.1f} s"
+        f" | **{ratio:.2f}** (goal <= 1.2) |",
+        f"| throughput | {project.per_minute:.1f} jobs/min | {bare.per_minute:.1f} runs/min | |",
+        f"| single job, insert -> done (median of {SINGLES}) | {latency(project)} | {latency(bare)}"
+        f" | {statistics.median(project.latencies) / statistics.median(bare.latencies):.2f} |",
     ]
     text = "\n".join(lines)
     print(text)
