@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 
-from nolly_pipeline_tests.e2e.daemon import stop_daemon, wait_until
+from nolly_pipeline_tests.e2e.daemon import stop_group, wait_until
 from nolly_pipeline_tests.processes import SESSION_MARKER, marked_processes, session_pids
 
 MARKER = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}"
@@ -47,7 +47,7 @@ def test_children_and_orphans_of_this_session_are_found_and_others_are_not() -> 
                timeout=10, what="killed processes gone")
 
 
-def test_stop_daemon_kills_what_outlives_the_leader() -> None:
+def test_stop_group_kills_what_outlives_the_leader() -> None:
     """Like a code server waiting for runs after SIGTERM: the leader exits, a member stays."""
     script = "trap '' TERM; sleep 120 & echo started; wait"
     leader = subprocess.Popen(
@@ -55,7 +55,7 @@ def test_stop_daemon_kills_what_outlives_the_leader() -> None:
     )
     wait_until(lambda: len(session_pids(leader.pid)) >= 4, timeout=10, what="session populated")
     start = time.monotonic()
-    stop_daemon(leader, grace=5)
+    stop_group(leader, grace=5)
     assert leader.returncode is not None
     assert session_pids(leader.pid) == []
     assert time.monotonic() - start < 20

@@ -54,11 +54,14 @@ def running_daemon(
         try:
             yield proc
         finally:
-            stop_daemon(proc)
+            stop_group(proc)
 
 
-def stop_daemon(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the daemon's session, wait for the daemon, then kill whatever of it is left."""
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """Stop a process started with ``start_new_session`` and everything it started (run
+    workers, code servers): SIGTERM to the group, SIGKILL if the leader has not exited in
+    ``grace`` s, then SIGKILL whatever of the session outlived it (a code server that waits
+    for its runs after SIGTERM, see :mod:`nolly_pipeline_tests.processes`)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
