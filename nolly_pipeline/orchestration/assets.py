@@ -54,7 +54,8 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
     # Write-back hooks sit on the ops inside the graph, not on ``<type>_job``: every job the
     # asset runs in (the sensor's, the UI's implicit asset job for "Materialize" and
     # backfills, a re-execution) then writes the row back the moment the outcome is known.
-    hooks = {write_done, write_failed}
+    # ``write_done`` only on ``publish``: elsewhere it would only log a skipped hook per op.
+    failed = {write_failed}
 
     @graph_asset(
         name=job_type.ident,
@@ -64,7 +65,9 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
         metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket, "backend": backend},
     )
     def _asset():
-        return publish.with_hooks(hooks)(predict.with_hooks(hooks)(download.with_hooks(hooks)()))
+        return publish.with_hooks({write_done, write_failed})(
+            predict.with_hooks(failed)(download.with_hooks(failed)())
+        )
 
     job = define_asset_job(
         name=job_name(job_type.name),

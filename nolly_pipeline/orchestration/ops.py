@@ -137,12 +137,28 @@ class Heartbeat:
         self.check()
 
 
+# run id -> the row this process took for that run (the latest copy an op read). The write-
+# back hooks use it, so they neither look the run up again nor re-read the row; a run with
+# no entry never took its row here, so no fenced write of its hooks could apply.
+_TAKEN_ROWS: dict[str, JobRow] = {}
+
+
+def taken_row(run_id: str) -> JobRow | None:
+    return _TAKEN_ROWS.get(run_id)
+
+
+def release_row(run_id: str) -> None:
+    _TAKEN_ROWS.pop(run_id, None)
+
+
 @contextmanager
 def owned_row(context: OpExecutionContext, job_store: JobStoreResource) -> Iterator[tuple[JobRow, Heartbeat]]:
-    """Take (or re-confirm) the row for this run and keep its heartbeat going meanwhile."""
+    """Take (or re-confirm) the row for this run, in one transaction, and keep its heartbeat
+    going meanwhile."""
     store = job_store.store()
     run = run_identity(context)
     row = store.start_run(context.partition_key, run)
+    _TAKEN_ROWS[context.run_id] = row
     with Heartbeat(store, row.id, run, job_store.heartbeat_seconds) as beat:
         yield row, beat
 
