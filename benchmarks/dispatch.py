@@ -16,12 +16,13 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +52,8 @@ from nolly_pipeline_tests.seed import insert_job  # noqa: E402
 
 NEW_ROWS = 100
 BATCH = 16  # jobs inserted at once, per side
-SINGLES = 7  # single jobs, one at a time, per side
+SINGLES = 4  # single jobs, one at a time, per side and round
+ROUNDS = 2
 SENSOR_SECONDS = 5
 
 
@@ -106,15 +108,20 @@ class Side:
 
 @dataclass
 class SideResult:
-    latencies: list[float]
-    batch_seconds: float
+    latencies: list[float] = field(default_factory=list)
+    # One entry per round: seconds from inserting BATCH jobs at once to the last one done.
+    batches: list[float] = field(default_factory=list)
+
+    @property
+    def batch_seconds(self) -> float:
+        return sum(self.batches)
 
     @property
     def per_minute(self) -> float:
-        return BATCH / self.batch_seconds * 60
+        return BATCH * len(self.batches) / self.batch_seconds * 60
 
 
-def measure(side: Side, log_dir: Path, singles: int) -> SideResult:
+def measure(side: Side, log_path: Path, singles: int, result: SideResult) -> None:
     """With the side's own daemon: a warm-up job, ``singles`` jobs one at a time (insert -> done,
     each inserted at a random moment of the sensor's period), then BATCH jobs inserted at once."""
     def run(ids: list[str], timeout: float) -> dict[str, float]:
@@ -128,17 +135,16 @@ def measure(side: Side, log_dir: Path, singles: int) -> SideResult:
         return found["at"]  # type: ignore[return-value]
 
     phase = random.Random(7)  # same insert moments on both sides
-    with running_daemon(side.env, log_dir / f"{side.name}-daemon.log", side.workspace):
+    with running_daemon(side.env, log_path, side.workspace):
         run(side.submit(1), timeout=180)  # warm-up: code server loaded, sensor ticking
-        latencies = []
         for _ in range(singles):
             time.sleep(phase.uniform(0, SENSOR_SECONDS))
             inserted = time.time()
             (job_id,) = side.submit(1)
-            latencies.append(run([job_id], timeout=120)[job_id] - inserted)
+            result.latencies.append(run([job_id], timeout=300)[job_id] - inserted)
         inserted = time.time()
-        batch = run(side.submit(BATCH), timeout=600)
-    return SideResult(latencies, max(batch.values()) - inserted)
+        batch = run(side.submit(BATCH), timeout=900)
+    result.batches.append(max(batch.values()) - inserted)
 
 
 def project_side(pg_url: str, tmp: Path, s3_url: str, fake: FakeReplicate, dagster_url: str) -> Side:
@@ -222,9 +228,11 @@ def bare_side(home: Path, rows_url: str, instance: DagsterInstance) -> Side:
     return Side("bare", env, workspace, submit, finished)
 
 
-def side_by_side(pg_url: str, singles: int) -> dict[str, SideResult]:
-    """The bare job first, then the project, each with its own daemon and Dagster database."""
-    results: dict[str, SideResult] = {}
+def side_by_side(pg_url: str, singles: int, rounds: int) -> dict[str, SideResult]:
+    """Rounds of bare job and project, each with its own daemon and Dagster database, in
+    alternating order (bare first, then project first, ...) so that a change in the machine's
+    load during the run weighs on both sides alike."""
+    results = {"bare": SideResult(), "project": SideResult()}
     with tempfile.TemporaryDirectory() as tmp_name, services.s3_server() as s3_url, \
             FakeReplicate(token="t") as fake, services.postgres_database("nolly_bench_bare") as bare_url, \
             services.postgres_database("nolly_bench_dagster") as dagster_url:
@@ -235,10 +243,25 @@ def side_by_side(pg_url: str, singles: int) -> dict[str, SideResult]:
         with DagsterInstance.from_config(str(bare_home)) as bare_instance:
             sides = [bare_side(bare_home, bare_url, bare_instance),
                      project_side(pg_url, tmp, s3_url, fake, dagster_url)]
-            for side in sides:
-                results[side.name] = measure(side, log_dir, singles)
-                print(f"{side.name}: {results[side.name]}", flush=True)
+            for round_ in range(rounds):
+                for side in sides if round_ % 2 == 0 else sides[::-1]:
+                    result = results[side.name]
+                    measure(side, log_dir / f"{side.name}-daemon-{round_}.log", singles, result)
+                    print(f"round {round_} {side.name}: batch {result.batches[-1]:.1f} s,"
+                          f" singles {[round(x, 1) for x in result.latencies[-singles:]]}", flush=True)
     return results
+
+
+def import_seconds(statement: str, repeats: int = 5) -> float:
+    """Median wall time of a fresh interpreter running ``statement`` (what a run worker pays
+    before its first op), with the benchmark's configuration in the environment."""
+    env = {**os.environ, "DAGSTER_HOME": tempfile.gettempdir(), "NOLLY_STORAGE": "s3", "REPLICATE_API_TOKEN": "t"}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], cwd=REPO, env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -246,9 +269,14 @@ def main() -> None:
         tick_seconds(url, backlog=100)  # warm-up: imports, connections, plan caches
         small, small_n = tick_seconds(url, backlog=100)
         large, large_n = tick_seconds(url, backlog=10_000)
-        results = side_by_side(url, singles=SINGLES)
+        results = side_by_side(url, singles=SINGLES, rounds=ROUNDS)
+    bare_import = import_seconds("import dagster")
+    project_import = import_seconds("import nolly_pipeline.definitions")
     project, bare = results["project"], results["bare"]
     ratio = project.batch_seconds / bare.batch_seconds
+
+    def rounds_text(r: SideResult) -> str:
+        return " / ".join(f"{b:.1f} s" for b in r.batches)
 
     def latency(r: SideResult) -> str:
         return f"{statistics.median(r.latencies):.1f} s (min {min(r.latencies):.1f}, max {max(r.latencies):.1f})"
@@ -268,19 +296,24 @@ def main() -> None:
         f"| sensor tick, {NEW_ROWS} new rows + 10,000 dispatched rows in backlog | {large * 1000:.0f} ms"
         f" ({large_n} run requests) |",
         f"| ratio 10,000 / 100 backlog | {large / small:.2f}x |",
+        f"| fresh interpreter: `import dagster` / `import nolly_pipeline.definitions` (median of 5) |"
+        f" {bare_import:.2f} s / {project_import:.2f} s (the code location adds {project_import - bare_import:.2f} s) |",
         "",
-        f"Project against bare Dagster, one daemon each, {BATCH} jobs inserted at once (one user each) and"
-        f" {SINGLES} single jobs one at a time, sensors every {SENSOR_SECONDS} s. Project: audio-clean"
+        f"Project against bare Dagster, one daemon each, in {ROUNDS} rounds of alternating order; per side"
+        f" and round {BATCH} jobs inserted at once (one user each) and {SINGLES} single jobs one at a time"
+        f" (inserted at random moments of the sensor's {SENSOR_SECONDS} s period). Project: audio-clean"
         " jobs, S3 storage (moto), Replicate fake answering at once. Bare: three no-op ops"
         " `download -> predict -> publish`, in-process executor, one run per row claimed by a sensor,"
         " with the project's concurrency tags and `predict` in the same pool (`benchmarks/bare_location.py`).",
         "",
         "| measure | project | bare Dagster | project / bare |",
         "|---|---|---|---|",
-        f"| {BATCH} jobs inserted at once -> all done | {project.batch_seconds:.1f} s | {bare.batch_seconds:.1f} s"
+        f"| {BATCH} jobs inserted at once -> all done, per round | {rounds_text(project)} | {rounds_text(bare)}"
+        f" | {' / '.join(f'{p / b:.2f}' for p, b in zip(project.batches, bare.batches))} |",
+        f"| all rounds ({BATCH * ROUNDS} jobs per side) | {project.batch_seconds:.1f} s | {bare.batch_seconds:.1f} s"
         f" | **{ratio:.2f}** (goal <= 1.2) |",
         f"| throughput | {project.per_minute:.1f} jobs/min | {bare.per_minute:.1f} runs/min | |",
-        f"| single job, insert -> done (median of {SINGLES}) | {latency(project)} | {latency(bare)}"
+        f"| single job, insert -> done (median of {SINGLES * ROUNDS}) | {latency(project)} | {latency(bare)}"
         f" | {statistics.median(project.latencies) / statistics.median(bare.latencies):.2f} |",
     ]
     text = "\n".join(lines)
