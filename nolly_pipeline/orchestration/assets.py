@@ -55,7 +55,7 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
     # asset runs in (the sensor's, the UI's implicit asset job for "Materialize" and
     # backfills, a re-execution) then writes the row back the moment the outcome is known.
     # ``write_done`` only on ``publish``: elsewhere it would only log a skipped hook per op.
-    failed = {write_failed}
+    on_any_op, on_publish = {write_failed}, {write_done, write_failed}
 
     @graph_asset(
         name=job_type.ident,
@@ -65,9 +65,7 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
         metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket, "backend": backend},
     )
     def _asset():
-        return publish.with_hooks({write_done, write_failed})(
-            predict.with_hooks(failed)(download.with_hooks(failed)())
-        )
+        return publish.with_hooks(on_publish)(predict.with_hooks(on_any_op)(download.with_hooks(on_any_op)()))
 
     job = define_asset_job(
         name=job_name(job_type.name),
