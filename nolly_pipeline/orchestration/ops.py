@@ -12,12 +12,24 @@ import mimetypes
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dagster import Backoff, Failure, Jitter, MetadataValue, OpDefinition, OpExecutionContext, RetryPolicy, op
+from dagster import (
+    Backoff,
+    Failure,
+    Jitter,
+    MetadataValue,
+    OpDefinition,
+    OpExecutionContext,
+    Out,
+    Output,
+    RetryPolicy,
+    op,
+)
 
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
@@ -30,8 +42,10 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
+from nolly_pipeline.orchestration.reporting import assess, check_results, materialization_metadata
 from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
+from nolly_pipeline.processing.checks import CHECKS
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
 from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url, safe_filename
@@ -193,6 +207,7 @@ def _predict(
             objects.download(ref.bucket, ref.key, dest)
             return dest
 
+        started = time.monotonic()
         result = predictor.predict(
             PredictionRequest(
                 job_id=row.id,
@@ -205,8 +220,19 @@ def _predict(
                 fetch_asset=fetch_asset,
             )
         )
-        context.add_output_metadata({"backend": predictor.backend, "files": len(result.files)})
-        return MediaBundle(files=tuple(result.files), metadata={"backend": predictor.backend, **result.metadata})
+        seconds = time.monotonic() - started
+        # Checks and preview while input and outputs are on local disk (see reporting.py).
+        files, assessment = assess(row.type, source.primary.path, result, spec.settings,
+                                   work / "preview" / "preview.png", context.log)
+        duration = assessment["measured"].get("input_duration")
+        timing = {"processing_seconds": round(seconds, 3),
+                  "realtime_factor": round(seconds / duration, 3) if duration else None}
+        context.add_output_metadata({"backend": predictor.backend, "files": len(result.files),
+                                     "processing_seconds": timing["processing_seconds"]})
+        return MediaBundle(
+            files=tuple(files),
+            metadata={"backend": predictor.backend, **result.metadata, **timing, **assessment},
+        )
 
 
 def _predict_op(name: str, pool: str) -> OpDefinition:
@@ -222,44 +248,63 @@ PREDICT_OPS: dict[str, OpDefinition] = {
 }
 
 
-@op(retry_policy=TRANSIENT_RETRY)
-def publish(
-    context: OpExecutionContext,
-    result: MediaBundle,
-    job_store: JobStoreResource,
-    storage: ObjectStorageResource,
-) -> dict[str, Any]:
-    """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
+def build_publish_op(job_type: str) -> OpDefinition:
+    """``publish`` for one job type: the asset value plus one output per asset check of the type.
 
-    The key comes from the row, never from the job's input, so a user cannot choose where
-    an output lands. The success hook writes the returned ``output_data`` to the row.
+    The graph asset maps those outputs to its ``check_specs`` (see assets.py), so every job the
+    asset runs in evaluates the checks. Named per type (the outputs differ); the graph uses it
+    under the node name ``publish``.
     """
-    with job_errors("publish"), owned_row(context, job_store) as (row, _):
-        objects = storage.store()
-        files = []
-        for index, f in enumerate(result.files):
-            key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{safe_filename(f.path.name, 'output')}"
-            objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
-            files.append(
-                {
-                    "role": f.role,
-                    "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, key)),
-                    "storage_path": key,
-                    "content_type": f.content_type,
-                    "bytes": f.path.stat().st_size,
-                }
-            )
-        output_data = {
-            "output_url": files[0]["url"],
-            "storage_path": files[0]["storage_path"],
-            "bucket": OUTPUT_BUCKET,
-            "files": files,
-            "metadata": result.metadata,
-        }
-        context.add_output_metadata(
-            {"output_url": files[0]["url"], "output_data": MetadataValue.json(output_data)}
+    check_outs = {name: Out(is_required=False) for name in CHECKS[job_type]}
+
+    @op(name=f"publish_{job_type.replace('-', '_')}", out={"result": Out(), **check_outs},
+        retry_policy=TRANSIENT_RETRY)
+    def _publish(
+        context: OpExecutionContext,
+        result: MediaBundle,
+        job_store: JobStoreResource,
+        storage: ObjectStorageResource,
+    ) -> Iterator[Any]:
+        """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
+
+        The key comes from the row, never from the job's input, so a user cannot choose where
+        an output lands. The success hook writes the ``result`` output (``output_data``) to the row.
+        """
+        with job_errors("publish"), owned_row(context, job_store) as (row, _):
+            output_data = _upload_outputs(row, result, storage)
+            metadata = {"output_data": MetadataValue.json(output_data),
+                        **materialization_metadata(output_data, result.files, row.attempt)}
+        yield Output(output_data, "result", metadata=metadata)
+        yield from check_results(output_data)  # after the materialization they refer to
+
+    return _publish
+
+
+def _upload_outputs(row: JobRow, result: MediaBundle, storage: ObjectStorageResource) -> dict[str, Any]:
+    """Upload every file (the preview too) and build ``output_data``; ``output_url`` is the first
+    real output, never the preview."""
+    objects = storage.store()
+    files = []
+    for index, f in enumerate(result.files):
+        key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{safe_filename(f.path.name, 'output')}"
+        objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
+        files.append(
+            {
+                "role": f.role,
+                "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, key)),
+                "storage_path": key,
+                "content_type": f.content_type,
+                "bytes": f.path.stat().st_size,
+            }
         )
-        return output_data
+    primary = next(f for f in files if f["role"] != "preview")
+    return {
+        "output_url": primary["url"],
+        "storage_path": primary["storage_path"],
+        "bucket": OUTPUT_BUCKET,
+        "files": files,
+        "metadata": result.metadata,
+    }
 
 
 def _remote_source_url(storage: ObjectStorageResource, objects: ObjectStore, ref: InputSource) -> str | None:
