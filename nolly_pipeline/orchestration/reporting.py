@@ -40,7 +40,7 @@ def assess(
     from nolly_pipeline.processing.checks import evaluate
     from nolly_pipeline.processing.previews import render_preview
 
-    assessment = evaluate(job_type, source, result.files, settings)
+    assessment = evaluate(job_type, source, result.files, settings, result.metadata)
     files = list(result.files)
     try:
         files.append(render_preview(job_type, source, result.files, preview_path))

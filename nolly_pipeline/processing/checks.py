@@ -48,6 +48,9 @@ PEAK_TOLERANCE_DB = 0.1  # meters differ by about this much on the same file
 COVERAGE_RANGE = (0.005, 0.995)
 NEAR_SILENCE_LUFS = -60.0  # below this audio-clean leaves the level alone
 _MATTE_SAMPLES = 32  # frames of the matte measured, spread over the clip
+# Samples per metering call: the true-peak meter ran 3-4x faster on ~4800-sample blocks than on
+# 8192 or 48000 here (60 s stereo: 1.9 s against 7.4 s), and per-frame calls (1024) cost more too.
+_METER_BLOCK = 4800
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,17 @@ def loudness(path: Path) -> tuple[float, float]:
         channels, rate = stream.codec_context.channels, stream.codec_context.sample_rate
         meter, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
         resampler = av.AudioResampler(format="fltp", rate=rate)
+        buffered = np.zeros((channels, 0))
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
-                block = np.asarray(out.to_ndarray(), dtype=np.float64)[:channels]
-                meter.update(block)
-                peak.update(block)
+                buffered = np.concatenate([buffered, out.to_ndarray()[:channels]], axis=1)
+                while buffered.shape[1] >= _METER_BLOCK:
+                    meter.update(buffered[:, :_METER_BLOCK])
+                    peak.update(buffered[:, :_METER_BLOCK])
+                    buffered = buffered[:, _METER_BLOCK:]
+        if buffered.shape[1]:
+            meter.update(buffered)
+            peak.update(buffered)
     return meter.integrated(), peak.peak_db()
 
 
@@ -133,8 +142,16 @@ def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
         return CheckResult(name, False, f"could not evaluate: {str(exc)[:200] or type(exc).__name__}")
 
 
-def evaluate(job_type: str, source: Path, outputs: Sequence[OutputFile], settings: Mapping[str, Any]) -> Assessment:
-    """Every check of ``job_type`` on ``outputs`` against ``source``, in :data:`CHECKS` order."""
+def evaluate(
+    job_type: str, source: Path, outputs: Sequence[OutputFile], settings: Mapping[str, Any],
+    reported: Mapping[str, Any] | None = None,
+) -> Assessment:
+    """Every check of ``job_type`` on ``outputs`` against ``source``, in :data:`CHECKS` order.
+
+    ``reported`` is the backend's own metadata; only its reading of the input's loudness is
+    used (the outputs are always measured here).
+    """
+    reported = reported or {}
     names = list(CHECKS[job_type])
     measured: dict[str, float | int] = {}
     try:
@@ -166,7 +183,7 @@ def evaluate(job_type: str, source: Path, outputs: Sequence[OutputFile], setting
             {"input": src.sample_rate, "output": out.sample_rate}),
     }
     if job_type == "audio-clean":
-        level = _Level(source, primary.path, settings, measured)  # settings were validated with this model
+        level = _Level(source, primary.path, settings, measured, reported)  # settings validated with this model
         checks["loudness_on_target"] = level.on_target
         checks["true_peak_under_limit"] = level.under_limit
     if job_type == "roto":
@@ -194,17 +211,26 @@ def _frames(src: Facts, out: Facts) -> CheckResult:
 class _Level:
     """Loudness and true peak of input and output, metered once (on first use) for both checks."""
 
-    def __init__(self, source: Path, output: Path, settings: Mapping[str, Any], measured: dict) -> None:
+    def __init__(self, source: Path, output: Path, settings: Mapping[str, Any], measured: dict,
+                 reported: Mapping[str, Any]) -> None:
         from nolly_pipeline.processing.settings import AudioCleanSettings
 
         parsed = AudioCleanSettings(**dict(settings))
         self.target, self.limit = parsed.loudness_lufs, parsed.true_peak_db
-        self._files, self._measured = (source, output), measured
+        self._files, self._measured, self._reported = (source, output), measured, reported
         self._levels: tuple[float, float, float, float] | None = None
+
+    def _input_levels(self) -> tuple[float, float]:
+        """The input only decides the near-silence exemption: the local processor's own reading
+        of it is reused (one decode less); a remote backend's input is metered here."""
+        lufs, peak = self._reported.get("input_lufs"), self._reported.get("input_true_peak_db")
+        if isinstance(lufs, (int, float)) and isinstance(peak, (int, float)):
+            return float(lufs), float(peak)
+        return loudness(self._files[0])
 
     def _meter(self) -> tuple[float, float, float, float]:
         if self._levels is None:
-            self._levels = (*loudness(self._files[0]), *loudness(self._files[1]))
+            self._levels = (*self._input_levels(), *loudness(self._files[1]))
             names = ("input_lufs", "input_true_peak_db", "output_lufs", "output_true_peak_db")
             self._measured.update({n: round(max(v, -99.0), 2) for n, v in zip(names, self._levels)})
         return self._levels
@@ -227,31 +253,32 @@ class _Level:
                            {"output_true_peak_db": round(self.output_peak, 2), "limit_db": self.limit})
 
 
-def first_frames(path: Path, limit: int | None = None, every: int = 1) -> Any:
-    """Decoded video frames of ``path`` (alpha-aware: VP9 through libvpx, which reads it)."""
+def frame_at(path: Path, seconds: float = 0.0) -> Any:
+    """The first frame at or after ``seconds`` (the last one if the clip ends first), found by
+    seeking, so sampling a long clip costs a few GOPs, not a full decode. Alpha-aware: VP9 goes
+    through libvpx, as FFmpeg's native vp9 decoder drops the alpha side channel."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         decoder = stream.codec_context
-        if decoder.name == "vp9":  # FFmpeg's native vp9 decoder drops the alpha side channel
+        if decoder.name == "vp9":
             decoder = av.CodecContext.create("libvpx-vp9", "r")
-        index = taken = 0
+        if seconds > 0 and stream.time_base:
+            container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+        last = None
         for packet in container.demux(stream):
             for frame in decoder.decode(packet if packet.size else None):
-                if index % every == 0:
-                    yield frame
-                    taken += 1
-                    if limit is not None and taken >= limit:
-                        return
-                index += 1
+                last = frame
+                if frame.time is None or frame.time >= seconds - 1e-3:
+                    return frame
+    if last is None:
+        raise ValueError(f"{path.name} has no frame")
+    return last
 
 
 def _has_alpha(path: Path) -> CheckResult:
-    frame = next(first_frames(path, limit=1), None)
-    if frame is None:
-        return CheckResult("has_alpha", False, f"{path.name} has no frame")
-    name = frame.format.name
+    name = frame_at(path).format.name
     passed = _has_alpha_format(name)
     return CheckResult("has_alpha", passed, f"{path.name}: pixel format {name}", {"pixel_format": name})
 
@@ -275,10 +302,9 @@ def _coverage(path: Path) -> CheckResult:
     from nolly_pipeline.processing.media import probe
 
     info = probe(path)
-    every = max((info.frame_count or 1) // _MATTE_SAMPLES, 1)
-    shares = [float((alpha_plane(f) > 127).mean()) for f in first_frames(path, limit=_MATTE_SAMPLES, every=every)]
-    if not shares:
-        return CheckResult("matte_not_empty_or_full", False, f"{path.name} has no frame")
+    samples = max(min(_MATTE_SAMPLES, info.frame_count or 1), 1)
+    times = [0.0] if info.kind == "image" else [(i + 0.5) * info.duration / samples for i in range(samples)]
+    shares = [float((alpha_plane(frame_at(path, t)) > 127).mean()) for t in times]
     mean = sum(shares) / len(shares)
     low, high = COVERAGE_RANGE
     return CheckResult("matte_not_empty_or_full", low <= mean <= high,

@@ -13,7 +13,7 @@ comfortably.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from nolly_pipeline.processing.base import OutputFile
 
@@ -58,19 +58,27 @@ def encode_png(bgr: Any, max_bytes: int = MAX_BYTES) -> bytes:
 # --------------------------------------------------------------------------- pictures
 
 
+def _middle(path: Path, image_flag: int, from_frame: Callable[[Any], Any]) -> Any:
+    """The picture at the middle of a video (converted by ``from_frame``), or the image itself."""
+    import cv2
+
+    from nolly_pipeline.processing.checks import frame_at
+    from nolly_pipeline.processing.media import probe
+
+    info = probe(path)
+    if info.kind != "image":
+        return from_frame(frame_at(path, info.duration / 2))
+    image = cv2.imread(str(path), image_flag)
+    if image is None:
+        raise ValueError(f"could not read {path.name}")
+    return image
+
+
 def _still(path: Path) -> Any:
     """A BGR picture from the middle of a video, or the image itself."""
     import cv2
 
-    from nolly_pipeline.processing.media import probe
-
-    info = probe(path)
-    if info.kind == "image":
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"could not read {path.name}")
-        return image
-    return _frame_at(path, info.duration / 2).to_ndarray(format="bgr24")
+    return _middle(path, cv2.IMREAD_COLOR, lambda frame: frame.to_ndarray(format="bgr24"))
 
 
 def _matte(path: Path) -> Any:
@@ -78,34 +86,11 @@ def _matte(path: Path) -> Any:
     import cv2
 
     from nolly_pipeline.processing.checks import alpha_plane
-    from nolly_pipeline.processing.media import probe
 
-    info = probe(path)
-    if info.kind == "image":
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise ValueError(f"could not read {path.name}")
-        return image[..., 3] if image.ndim == 3 and image.shape[2] == 4 else (
-            image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-    return alpha_plane(_frame_at(path, info.duration / 2))
-
-
-def _frame_at(path: Path, seconds: float) -> Any:
-    """The first decoded frame at or after ``seconds`` (the last one if the clip ends first)."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if seconds > 0 and stream.time_base:
-            container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
-        last = None
-        for frame in container.decode(stream):
-            last = frame
-            if frame.time is None or frame.time >= seconds - 1e-3:
-                return frame
-    if last is None:
-        raise ValueError(f"{path.name} has no frame")
-    return last
+    matte = _middle(path, cv2.IMREAD_UNCHANGED, alpha_plane)
+    if matte.ndim == 3:  # an image file: its alpha, or its grey level
+        return matte[..., 3] if matte.shape[2] == 4 else cv2.cvtColor(matte, cv2.COLOR_BGR2GRAY)
+    return matte
 
 
 def _fit(image: Any, width: int) -> Any:
@@ -168,8 +153,10 @@ def _envelope(path: Path, columns: int) -> Any:
             for out in resampler.resample(frame):
                 mono = out.to_ndarray().mean(axis=0)
                 index = np.minimum((position + np.arange(len(mono))) * columns // total, columns - 1)
-                np.minimum.at(lows, index, mono)
-                np.maximum.at(highs, index, mono)
+                starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])  # index only grows
+                cols = index[starts]
+                lows[cols] = np.minimum(lows[cols], np.minimum.reduceat(mono, starts))
+                highs[cols] = np.maximum(highs[cols], np.maximum.reduceat(mono, starts))
                 position += len(mono)
     return lows, highs
 

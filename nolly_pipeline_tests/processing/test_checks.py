@@ -84,6 +84,13 @@ def test_roto_has_alpha_and_a_matte_and_an_empty_matte_is_flagged(models_dir: Pa
     assert verdicts(assessment) == {name: True for name in CHECKS["roto"]}
     preview_of("roto", clip, result.files, tmp_path)
 
+    # A still: RGBA cutout and grey matte PNGs.
+    still = tmp_path / "person.png"
+    cv2.imwrite(str(still), cv2.cvtColor(roto_fixtures.frame_with_person(320, 240)[0], cv2.COLOR_RGB2BGR))
+    result = roto(still, tmp_path / "still", RotoSettings(), model_path=selfie_model_path(models_dir))
+    assert verdicts(evaluate("roto", still, result.files, {})) == {name: True for name in CHECKS["roto"]}
+    preview_of("roto", still, result.files, tmp_path)
+
     # A grey "matte" that is all black, delivered as an MP4 without alpha: two warnings.
     empty = tmp_path / "empty.mp4"
     ffmpeg("-i", str(clip), "-vf", "lutyuv=y=0:u=128:v=128", "-c:v", "libx264", str(empty))
