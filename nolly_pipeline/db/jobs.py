@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import sqlalchemy as sa
@@ -52,6 +52,8 @@ class JobRow:
     cancel_requested_at: dt.datetime | None
     max_attempts: int
     progress: float | None
+    phase: str | None
+    reuse_key: str | None
 
     @property
     def attempts_left(self) -> int:
@@ -84,6 +86,26 @@ class RunIdentity:
     reexecution: bool
     # "host:pid" of the worker process; None when acting from outside a worker.
     worker: str | None = None
+
+
+@dataclass
+class TypeStats:
+    """One job type's numbers over a window (``nolly-pipeline stats``)."""
+
+    job_type: str
+    by_status: dict[str, int] = field(default_factory=dict)
+    # Seconds from submission (created_at) to done; reused rows are those whose outputs
+    # were copied from an earlier identical job.
+    processed_seconds: list[float] = field(default_factory=list)
+    reused_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def reused(self) -> int:
+        return len(self.reused_seconds)
 
 
 class JobStore:
@@ -154,6 +176,63 @@ class JobStore:
                 )
             )
         return job_id
+
+    # --- operators (the CLI) --------------------------------------------------------------
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        user_id: uuid.UUID | str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 50,
+    ) -> list[JobRow]:
+        """Newest first, filtered on what was given (``ix_jobs_created_at``)."""
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        if job_type is not None:
+            query = query.where(jobs.c.type == job_type)
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == _as_uuid(user_id))
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        return self._rows(query)
+
+    def stats(self, since: dt.datetime) -> list[TypeStats]:
+        """Counts by status, reuse and time to done per type, for rows created since ``since``."""
+        reused_from = jobs.c.output_data["reused_from"].as_string()
+        query = sa.select(
+            jobs.c.type, jobs.c.status, jobs.c.created_at, jobs.c.completed_at, reused_from.label("reused_from")
+        ).where(jobs.c.created_at >= since)
+        out: dict[str, TypeStats] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                entry = out.setdefault(r.type, TypeStats(r.type))
+                status = r.status or PENDING
+                entry.by_status[status] = entry.by_status.get(status, 0) + 1
+                if status != DONE or r.completed_at is None or r.created_at is None:
+                    continue
+                seconds = (r.completed_at - r.created_at).total_seconds()
+                if r.reused_from:
+                    entry.reused_seconds.append(seconds)
+                else:
+                    entry.processed_seconds.append(seconds)
+        return sorted(out.values(), key=lambda e: e.job_type)
+
+    def request_retry(self, job_id: uuid.UUID | str) -> bool:
+        """The frontend's retry, verbatim: ``UPDATE jobs SET status = 'pending' WHERE id = $1``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(status=PENDING))
+        return result.rowcount == 1
+
+    def request_cancel(self, job_id: uuid.UUID | str) -> bool:
+        """The frontend's cancel, verbatim: ``UPDATE jobs SET cancel_requested_at = now() WHERE id = $1``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(cancel_requested_at=sa.func.now())
+            )
+        return result.rowcount == 1
 
     # --- dispatch (sensor) ----------------------------------------------------------------
     def claim_dispatchable(self, limit: int) -> list[JobRow]:
