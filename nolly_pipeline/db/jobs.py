@@ -154,6 +154,28 @@ class JobStore:
             .limit(limit)
         )
 
+    def done_with_reuse_key(
+        self,
+        reuse_key: str,
+        *,
+        user_id: uuid.UUID | None = None,
+        exclude: uuid.UUID | None = None,
+        limit: int = 5,
+    ) -> list[JobRow]:
+        """Done rows with this result-reuse key, newest first (partial index
+        ``ix_jobs_reuse_key_done``); only ``user_id``'s when given."""
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.reuse_key == reuse_key, jobs.c.status == DONE)
+            .order_by(jobs.c.completed_at.desc())
+            .limit(limit)
+        )
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == user_id)
+        if exclude is not None:
+            query = query.where(jobs.c.id != exclude)
+        return self._rows(query)
+
     # --- inserts (the frontend's side; used by the CLI and tests) ---------------------------
     def insert_job(
         self,
@@ -374,6 +396,21 @@ class JobStore:
         if row is not None and row.dagster_run_id == run_id and row.cancel_requested_at is not None:
             raise CanceledError()
         raise StaleRunError(f"job {job_id} was taken over while this run worked on it")
+
+    def set_phase(
+        self, job_id: uuid.UUID | str, run: RunIdentity, phase: str, reuse_key: str | None = None
+    ) -> bool:
+        """Say what the run is doing now (``downloading``, ``processing``, ``uploading``) for
+        the frontend, and record the job's result-reuse key once it is known. Fenced on the
+        run owning the row; False when it no longer does (the next heartbeat stops the op)."""
+        values: dict[str, Any] = {"phase": phase, "updated_at": utcnow()}
+        if reuse_key is not None:
+            values["reuse_key"] = reuse_key
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs).where(self._owned_by(_as_uuid(job_id), run.run_id, run.worker)).values(**values)
+            )
+        return result.rowcount == 1
 
     def requeue(self, row: JobRow, reason: str) -> bool:
         """Give a row whose run died back to the dispatcher for a new attempt (fenced)."""
