@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from nolly_pipeline.config import Settings
 from nolly_pipeline.orchestration.assets import build_all_job_type_defs
@@ -103,6 +103,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             build_retention_sensor(settings.partition_retention_days),
         ],
         resources=build_resources(settings),
+        # Also the executor of the implicit asset job (the UI's "Materialize" and backfills):
+        # one process per run, as the row's ownership fencing expects (see assets.py).
+        executor=in_process_executor,
     )
 
 
