@@ -96,36 +96,41 @@ def find_source(store: JobStore, objects: ObjectStore, row: JobRow, key: str, sc
 
 
 @dataclass(frozen=True)
-class CopiedFile:
+class StoredFile:
+    """One output object of a job, as ``output_data.files`` lists it (less its URL)."""
+
     role: str
     storage_path: str
     content_type: str
     bytes: int
 
 
-def copy_outputs(objects: ObjectStore, source: JobRow, dest_prefix: str) -> list[CopiedFile]:
-    """Copy every output of ``source`` under ``dest_prefix`` (same file names), in order.
+def copy_outputs(objects: ObjectStore, source_id: str, source_output: Any, dest_prefix: str) -> list[StoredFile]:
+    """Copy every output of job ``source_id`` (its ``output_data``) under ``dest_prefix``,
+    same file names, in order.
 
-    Each copy is whole or absent (see :meth:`ObjectStore.copy`); the row is only pointed at
-    them once all exist. A source deleted meanwhile fails the job with a message saying a
-    retry will process it (the retry's lookup no longer finds the source).
+    Each copy is whole or absent (see :meth:`ObjectStore.copy`), and the new row is only
+    pointed at them once all exist. A source deleted meanwhile fails the job with a message
+    saying a retry will process it (the retry's lookup no longer finds the source).
     """
     copied = []
-    for entry in output_files(source.output_data):
+    for entry in output_files(source_output):
         dest = f"{dest_prefix}/{posixpath.basename(entry['storage_path'])}"
         try:
             objects.copy(OUTPUT_BUCKET, entry["storage_path"], dest)
         except InputError:
             raise PermanentError(
-                f"the outputs of job {source.id}, which this job reuses, were deleted while being copied; "
+                f"the outputs of job {source_id}, which this job reuses, were deleted while being copied; "
                 "retry the job to process it"
             ) from None
         copied.append(
-            CopiedFile(
+            StoredFile(
                 role=str(entry.get("role", "output")),
                 storage_path=dest,
                 content_type=str(entry.get("content_type") or "application/octet-stream"),
                 bytes=int(entry.get("bytes") or 0),
             )
         )
+    if not copied:
+        raise PermanentError(f"job {source_id}, which this job reuses, lists no output files; retry the job")
     return copied

@@ -52,7 +52,7 @@ def start(store: JobStore, job_id: uuid.UUID) -> RunIdentity:
     store.claim_dispatchable(100)
     row = store.get(job_id)
     assert row is not None and row.dispatched_at is not None
-    run = RunIdentity(run_id=f"run-{uuid.uuid4().hex[:12]}", attempt=row.attempt, reexecution=False)
+    run = RunIdentity(run_id=f"run-{uuid.uuid4().hex[:12]}", attempt=row.attempt)
     store.start_run(job_id, run)
     return run
 

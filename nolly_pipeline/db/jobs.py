@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, jobs, notifications
+from nolly_pipeline.db.tables import DONE, FAILED, PENDING, QUEUED, RUNNING, jobs, notifications
 from nolly_pipeline.errors import CanceledError, StaleRunError
 from nolly_pipeline.job_types import label as _label
 
@@ -293,6 +293,7 @@ class JobStore:
                 completed_at=None,
                 started_at=None,
                 progress=None,
+                phase=QUEUED,
             )
             .returning(*jobs.c)
         )
@@ -310,7 +311,7 @@ class JobStore:
             result = conn.execute(
                 sa.update(jobs)
                 .where(self._unstarted(row))
-                .values(dispatched_at=None, updated_at=utcnow())
+                .values(dispatched_at=None, phase=None, updated_at=utcnow())
             )
         return result.rowcount == 1
 
@@ -436,6 +437,7 @@ class JobStore:
                     dagster_run_id=None,
                     error_message=reason,
                     progress=None,
+                    phase=None,
                     updated_at=utcnow(),
                 )
             )
@@ -506,6 +508,7 @@ class JobStore:
                     dispatched_at=None,
                     cancel_requested_at=None,
                     progress=1.0 if status == DONE else None,
+                    phase=None,
                 )
             )
             if result.rowcount != 1:
