@@ -32,7 +32,7 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
-from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG
+from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG, REUSE_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
@@ -203,7 +203,8 @@ def _predict(
         work = scratch.run_dir(context.run_id) / f"predict-{context.retry_number}"
         objects = storage.store()
         key = source.metadata.get("reuse_key")
-        found = reuse.find_source(beat.store, objects, row, key, job_store.reuse_scope) if key and spec.reuse else None
+        allowed = key and spec.reuse and context.run.tags.get(REUSE_TAG) != "false"
+        found = reuse.find_source(beat.store, objects, row, key, job_store.reuse_scope) if allowed else None
         if found is not None:
             context.add_output_metadata({"backend": "reused", "reused_from": str(found.id)})
             return MediaBundle(files=(), metadata={"reused_from": str(found.id), "reused_output": found.output_data})

@@ -116,6 +116,18 @@ def test_a_job_that_differs_or_may_not_reuse_is_processed_anew(
     assert (row.reuse_key == pipeline.store.get(first).reuse_key) is same_key
 
 
+def test_a_run_tagged_not_to_reuse_processes(pipeline: Pipeline, user_id: uuid.UUID) -> None:
+    """An operator's backfill launched with the tag ``nolly/reuse: false`` reprocesses."""
+    submit(pipeline, user_id)
+    run_pending(pipeline)
+    second = submit(pipeline, user_id)
+    (request,) = pipeline.tick()
+    tagged = request.with_replaced_attrs(tags={**request.tags, "nolly/reuse": "false"})
+    assert pipeline.execute(tagged).success
+    assert len(pipeline.fake.predictions) == 2
+    assert "reused_from" not in pipeline.store.get(second).output_data
+
+
 def test_global_scope_reuses_another_users_job(
     pipeline: Pipeline, user_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
