@@ -15,12 +15,13 @@ import mimetypes
 import sys
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from nolly_pipeline import console as views
 from nolly_pipeline.config import Settings
 from nolly_pipeline.db import migrate as db_migrate
 from nolly_pipeline.db.engine import get_engine
-from nolly_pipeline.db.jobs import JobStore, utcnow
+from nolly_pipeline.db.jobs import JobRow, JobStore, utcnow
 from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, TERMINAL_STATUSES
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -103,17 +104,28 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     return _watch(job_store(settings), args.job_ids, args)
 
 
+def _applicable(store: JobStore, job_id: uuid.UUID, refusal: Callable[[JobRow], str | None]) -> JobRow | None:
+    """The job, or None after saying why the command does not apply to it."""
+    row = store.get(job_id)
+    reason = f"no job {job_id}" if row is None else refusal(row)
+    if reason:
+        print(reason, file=sys.stderr)
+        return None
+    return row
+
+
+def _retry_refusal(row: JobRow) -> str | None:
+    if row.status != FAILED:
+        return f"job {row.id} is {row.status}; only a failed job can be retried"
+    if row.attempts_left <= 0:
+        return f"job {row.id} has used all {row.max_attempts} attempts; submit it again as a new job"
+    return None
+
+
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     store = job_store(settings)
-    row = store.get(args.job_id)
+    row = _applicable(store, args.job_id, _retry_refusal)
     if row is None:
-        print(f"no job {args.job_id}", file=sys.stderr)
-        return 1
-    if row.status != FAILED:
-        print(f"job {row.id} is {row.status}; only a failed job can be retried", file=sys.stderr)
-        return 1
-    if row.attempts_left <= 0:
-        print(f"job {row.id} has used all {row.max_attempts} attempts; submit it again as a new job", file=sys.stderr)
         return 1
     store.request_retry(row.id)
     print(f"job {row.id} is pending again (attempt {row.attempt + 1} of {row.max_attempts})", flush=True)
@@ -122,12 +134,10 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     store = job_store(settings)
-    row = store.get(args.job_id)
+    row = _applicable(
+        store, args.job_id, lambda r: f"job {r.id} is already {r.status}" if r.status in TERMINAL_STATUSES else None
+    )
     if row is None:
-        print(f"no job {args.job_id}", file=sys.stderr)
-        return 1
-    if row.status in TERMINAL_STATUSES:
-        print(f"job {row.id} is already {row.status}", file=sys.stderr)
         return 1
     store.request_cancel(row.id)
     print(f"cancel requested for job {row.id}; it ends failed with 'canceled by user' within seconds")
@@ -163,9 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--user", type=uuid.UUID, default=DEFAULT_USER)
     _wait_options(submit, "follow the job until it is final (exit 0 done, 1 failed)")
     submit.set_defaults(func=cmd_submit)
-    status = sub.add_parser("status", help="print a job row as JSON")
-    status.add_argument("job_id", type=uuid.UUID)
-    status.set_defaults(func=cmd_status)
+    _job_command(sub, "status", "print a job row as JSON", cmd_status)
     jobs = sub.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--status", choices=(PENDING, RUNNING, DONE, FAILED))
     jobs.add_argument("--type", choices=tuple(JOB_TYPES))
@@ -178,13 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("job_ids", type=uuid.UUID, nargs="+", metavar="ID")
     _wait_options(watch)
     watch.set_defaults(func=cmd_watch)
-    retry = sub.add_parser("retry", help="retry a failed job, as the frontend does")
-    retry.add_argument("job_id", type=uuid.UUID)
+    retry = _job_command(sub, "retry", "retry a failed job, as the frontend does", cmd_retry)
     _wait_options(retry, "follow the new attempt until it is final")
-    retry.set_defaults(func=cmd_retry)
-    cancel = sub.add_parser("cancel", help="cancel a pending or running job, as the frontend does")
-    cancel.add_argument("job_id", type=uuid.UUID)
-    cancel.set_defaults(func=cmd_cancel)
+    _job_command(sub, "cancel", "cancel a pending or running job, as the frontend does", cmd_cancel)
     stats = sub.add_parser("stats", help="jobs of the last day by type: counts, reuse, time to done")
     stats.add_argument("--hours", type=float, default=24.0)
     stats.add_argument("--json", action="store_true")
@@ -192,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="local model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("fetch", help="fetch and verify the roto model").set_defaults(func=cmd_models_fetch)
+    return parser
+
+
+def _job_command(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, help_text: str,
+                 func: Callable[[Settings, argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A subcommand that acts on one job id."""
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("job_id", type=uuid.UUID)
+    parser.set_defaults(func=func)
     return parser
 
 
