@@ -16,6 +16,7 @@ import uuid
 from typing import Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -73,11 +74,12 @@ def _took(row: JobRow) -> float | None:
 
 
 def _outcome(row: JobRow) -> str:
+    """The output URL, the reused job or the error message, escaped for rich's markup."""
     if row.status == FAILED:
-        return row.error_message or ""
+        return escape(row.error_message or "")
     if row.status == DONE and isinstance(row.output_data, dict):
         reused = row.output_data.get("reused_from")
-        return f"reused from {reused}" if reused else str(row.output_data.get("output_url", ""))
+        return escape(f"reused from {reused}" if reused else str(row.output_data.get("output_url", "")))
     return ""
 
 
@@ -97,8 +99,8 @@ def jobs_table(rows: Sequence[JobRow]) -> Table:
         shown = f" {row.progress:.0%}" if status == RUNNING and row.progress is not None else ""
         table.add_row(
             str(row.id),
-            row.type,
-            f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]{live}{shown}",
+            escape(row.type),
+            f"[{STATUS_STYLES.get(status, 'white')}]{escape(status)}[/]{escape(live)}{shown}",
             f"{row.attempt}/{row.max_attempts}",
             str(row.user_id)[:8],
             _clock(row.created_at),
@@ -142,7 +144,7 @@ def stats_table(stats: Sequence[TypeStats], hours: float) -> Table:
         table.add_column(name, justify="left" if name == "type" else "right")
     for entry in stats_json(stats):
         table.add_row(
-            str(entry["type"]),
+            escape(str(entry["type"])),
             *(str(entry[k]) for k in ("total", PENDING, RUNNING, DONE, FAILED, "reused")),
             *(_duration(entry[k]) for k in ("median_seconds_to_done", "p95_seconds_to_done",  # type: ignore[arg-type]
                                             "median_seconds_to_done_reused")),
@@ -176,7 +178,7 @@ def watch(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console, disable=not live,
     )
-    tasks = {job_id: progress.add_task(f"{row.type} {str(job_id)[:8]}", total=1.0, state="")  # type: ignore[union-attr]
+    tasks = {job_id: progress.add_task(escape(f"{row.type} {str(job_id)[:8]}"), total=1.0, state="")  # type: ignore[union-attr]
              for job_id, row in rows.items()}
     seen: dict[uuid.UUID, str] = {}
     with progress:
@@ -186,10 +188,10 @@ def watch(
                 assert row is not None  # jobs are never deleted while watched
                 rows[job_id] = row
                 state = _state(row)
-                progress.update(tasks[job_id], completed=row.progress or 0.0, state=state)
+                progress.update(tasks[job_id], completed=row.progress or 0.0, state=escape(state))
                 if not live and seen.get(job_id) != state:
                     shown = f" {row.progress:.0%}" if row.progress and row.status == RUNNING else ""
-                    console.print(f"{job_id} {row.type}: {state}{shown}")
+                    console.print(escape(f"{job_id} {row.type}: {state}{shown}"))
                 seen[job_id] = state
             if all(r.status in TERMINAL_STATUSES for r in rows.values() if r is not None):
                 break
@@ -202,7 +204,7 @@ def watch(
         assert row is not None
         if row.status == FAILED:
             failed = True
-            console.print(f"[red]{job_id} failed: {row.error_message or 'no message'}[/]")
+            console.print(f"[red]{job_id} failed: {escape(row.error_message or 'no message')}[/]")
         else:
             console.print(f"[green]{job_id} done[/] in {_duration(_took(row))}: {_outcome(row)}")
     return EXIT_FAILED if failed else EXIT_DONE

@@ -73,7 +73,7 @@ def test_jobs_lists_newest_first_with_filters_and_json(cli_env: dict[str, str], 
     failed = submit(pg_store, "color-grade", alice)
     pending = submit(pg_store, "audio-clean", bob)
     finish(pg_store, done)
-    finish(pg_store, failed, error="unsupported pixel format")
+    finish(pg_store, failed, error="unsupported pixel format [yuv444p]")
 
     listed = cli(cli_env, "jobs", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -94,7 +94,7 @@ def test_jobs_lists_newest_first_with_filters_and_json(cli_env: dict[str, str], 
     assert table.returncode == 0
     for job_id in (done, failed, pending):
         assert str(job_id) in table.stdout
-    assert "unsupported pixel format" in table.stdout
+    assert "unsupported pixel format [yuv444p]" in table.stdout
 
     bad = cli(cli_env, "jobs", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since takes a duration" in bad.stderr
@@ -103,14 +103,15 @@ def test_jobs_lists_newest_first_with_filters_and_json(cli_env: dict[str, str], 
 def test_watch_exit_codes(cli_env: dict[str, str], pg_store: JobStore) -> None:
     done, failed, pending = submit(pg_store), submit(pg_store), submit(pg_store)
     finish(pg_store, done)
-    finish(pg_store, failed, error="Replicate prediction failed: CUDA out of memory")
+    # Bracketed text is shown as written, never taken for rich markup.
+    finish(pg_store, failed, error="Replicate prediction failed: [Errno 12] CUDA out of memory [/gpu]")
 
     ok = cli(cli_env, "watch", str(done))
     assert ok.returncode == 0 and f"{done} done" in ok.stdout
 
     bad = cli(cli_env, "watch", str(done), str(failed))
     assert bad.returncode == 1
-    assert f"{failed} failed: Replicate prediction failed: CUDA out of memory" in bad.stdout
+    assert f"{failed} failed: Replicate prediction failed: [Errno 12] CUDA out of memory [/gpu]" in bad.stdout
 
     unknown = cli(cli_env, "watch", str(uuid.uuid4()))
     assert unknown.returncode == 2 and "no such job" in unknown.stdout

@@ -250,3 +250,21 @@ def test_phase_is_queued_on_claim_set_by_the_owning_run_and_cleared_when_final(
     assert store.get(requeued_id).phase is None
     assert store.release_dispatch(claimed[released_id])
     assert store.get(released_id).phase is None
+
+
+def test_operator_listing_and_stats_on_both_databases(store: JobStore, user_id: uuid.UUID) -> None:
+    import datetime as dt
+
+    from nolly_pipeline.db.jobs import utcnow
+
+    processed, reused, waiting = (store.insert_job(t, INPUT, user_id) for t in ("roto", "roto", "audio-clean"))
+    store.claim_dispatchable(10)
+    for job_id, extra in ((processed, {}), (reused, {"reused_from": str(processed)})):
+        store.start_run(job_id, sensor_run(f"r-{job_id}", 1))
+        assert store.finish_done(job_id, f"r-{job_id}", {"output_url": "u", **extra})
+    assert [r.id for r in store.list_jobs(status="done")] == [reused, processed]
+    assert [r.id for r in store.list_jobs(job_type="audio-clean", user_id=user_id)] == [waiting]
+    assert store.list_jobs(since=utcnow() + dt.timedelta(minutes=1)) == []
+    stats = {s.job_type: s for s in store.stats(utcnow() - dt.timedelta(hours=1))}
+    assert (stats["roto"].by_status, stats["roto"].reused, len(stats["roto"].processed_seconds)) == ({"done": 2}, 1, 1)
+    assert stats["audio-clean"].by_status == {"pending": 1} and stats["audio-clean"].total == 1
