@@ -294,6 +294,7 @@ class JobStore:
                 started_at=None,
                 progress=None,
                 phase=QUEUED,
+                reuse_key=None,  # belongs to an attempt: this one's download computes it
             )
             .returning(*jobs.c)
         )
@@ -355,6 +356,7 @@ class JobStore:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.status != RUNNING)
             take["attempt"] = jobs.c.attempt + 1
             take["dispatched_at"] = now
+            take["reuse_key"] = None  # the new attempt's download computes it afresh
         else:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.attempt == run.attempt, jobs.c.status == PENDING)
         with self.engine.begin() as conn:

@@ -55,8 +55,9 @@ jobs = sa.Table(
     # What the current attempt is doing: queued (run requested), downloading, processing,
     # uploading; NULL when no run is on the row (pending before dispatch, done, failed).
     sa.Column("phase", sa.Text()),
-    # SHA-256 over input bytes, validated settings, type and backend version (see reuse.py);
-    # a done row with the same key can hand its outputs to a new job.
+    # SHA-256 over input bytes, validated settings, type and backend version (see reuse.py),
+    # recorded by the attempt's download and cleared when a new attempt starts; a done row
+    # with the same key can hand its outputs to a new job.
     sa.Column("reuse_key", sa.Text()),
 )
 

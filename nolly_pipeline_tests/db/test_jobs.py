@@ -244,6 +244,10 @@ def test_phase_is_queued_on_claim_set_by_the_owning_run_and_cleared_when_final(
     assert (row.phase, row.reuse_key) == ("processing", "k" * 64)
     assert store.finish_done(done_id, "r1", {"output_url": "u"})
     assert (store.get(done_id).phase, store.get(done_id).reuse_key) == (None, "k" * 64)
+    with store.engine.begin() as conn:  # the frontend's retry: a new attempt computes its own key
+        conn.execute(jobs.update().where(jobs.c.id == done_id).values(status="pending"))
+    (again,) = store.claim_dispatchable(10)
+    assert (again.id, again.attempt, again.reuse_key, again.phase) == (done_id, 2, None, "queued")
 
     store.start_run(requeued_id, sensor_run("r2", 1))
     assert store.requeue(store.get(requeued_id), "worker died")
