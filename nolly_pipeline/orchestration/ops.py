@@ -11,6 +11,7 @@ is not retried and whose description is the readable message the failure hook wr
 import mimetypes
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -31,8 +32,10 @@ from dagster import (
     op,
 )
 
+from nolly_pipeline import reuse
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.db.tables import DOWNLOADING, PROCESSING, UPLOADING
 from nolly_pipeline.errors import NollyError, TransientError, internal_error_message
 from nolly_pipeline.inputs import acquire_input
 from nolly_pipeline.orchestration.resources import (
@@ -43,7 +46,7 @@ from nolly_pipeline.orchestration.resources import (
     ScratchResource,
 )
 from nolly_pipeline.orchestration.reporting import assess, check_results, materialization_metadata
-from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG
+from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG, REUSE_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.processing.checks import CHECKS
 from nolly_pipeline.storage.bundle import MediaBundle
@@ -152,11 +155,15 @@ class Heartbeat:
 
 
 @contextmanager
-def owned_row(context: OpExecutionContext, job_store: JobStoreResource) -> Iterator[tuple[JobRow, Heartbeat]]:
-    """Take (or re-confirm) the row for this run and keep its heartbeat going meanwhile."""
+def owned_row(
+    context: OpExecutionContext, job_store: JobStoreResource, phase: str
+) -> Iterator[tuple[JobRow, Heartbeat]]:
+    """Take (or re-confirm) the row for this run, say what the op does (``jobs.phase``), and
+    keep its heartbeat going meanwhile."""
     store = job_store.store()
     run = run_identity(context)
     row = store.start_run(context.partition_key, run)
+    store.set_phase(row.id, run, phase)
     with Heartbeat(store, row.id, run, job_store.heartbeat_seconds) as beat:
         yield row, beat
 
@@ -170,18 +177,27 @@ def download(
     scratch: ScratchResource,
     inputs: InputPolicyResource,
 ) -> MediaBundle:
-    """Fetch the job's input (storage or an allowed web host) into scratch and check it."""
-    with job_errors("download"), owned_row(context, job_store) as (row, _):
-        spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type), inputs.allowed_hosts)
+    """Fetch the job's input (storage or an allowed web host) into scratch and check it.
+
+    The input's SHA-256 is computed on the way in; with it the job's result-reuse key is
+    known and recorded on the row (see :mod:`nolly_pipeline.reuse`).
+    """
+    with job_errors("download"), owned_row(context, job_store, DOWNLOADING) as (row, beat):
+        predictor = predictors.predictor(row.type)
+        spec = validate_row(row, storage.public_base_url, predictor, inputs.allowed_hosts)
         acquired = acquire_input(
             spec, storage.store(), inputs.fetcher(), inputs.limits(), scratch.run_dir(context.run_id) / "source"
         )
-        context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size})
+        key = reuse.reuse_key(spec, predictor, acquired.sha256)
+        if key:
+            beat.store.set_phase(row.id, beat.run, DOWNLOADING, reuse_key=key)
+        context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size, "sha256": acquired.sha256})
         return MediaBundle.single(
             acquired.path,
             "source",
             mimetypes.guess_type(acquired.path.name)[0] or "application/octet-stream",
             origin=acquired.origin,
+            reuse_key=key,
         )
 
 
@@ -194,12 +210,19 @@ def _predict(
     scratch: ScratchResource,
     inputs: InputPolicyResource,
 ) -> MediaBundle:
-    """Run the type's backend (local processing or Replicate) on the downloaded input."""
-    with job_errors("predict"), owned_row(context, job_store) as (row, beat):
+    """Run the type's backend (local processing or Replicate) on the downloaded input, unless
+    an identical job already finished: then hand its outputs on to ``publish`` instead."""
+    with job_errors("predict"), owned_row(context, job_store, PROCESSING) as (row, beat):
         predictor = predictors.predictor(row.type)
         spec = validate_row(row, storage.public_base_url, predictor, inputs.allowed_hosts)
         work = scratch.run_dir(context.run_id) / f"predict-{context.retry_number}"
         objects = storage.store()
+        key = source.metadata.get("reuse_key")
+        allowed = key and spec.reuse and context.run.tags.get(REUSE_TAG) != "false"
+        found = reuse.find_source(beat.store, objects, row, key, job_store.reuse_scope) if allowed else None
+        if found is not None:
+            context.add_output_metadata({"backend": "reused", "reused_from": str(found.id)})
+            return MediaBundle(files=(), metadata={"reused_from": str(found.id), "reused_output": found.output_data})
 
         def fetch_asset(url: str) -> Path:
             ref = resolve_input_url(url, storage.public_base_url, row.user_id)
@@ -268,43 +291,73 @@ def build_publish_op(job_type: str) -> OpDefinition:
         """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
 
         The key comes from the row, never from the job's input, so a user cannot choose where
-        an output lands. The success hook writes the ``result`` output (``output_data``) to the row.
+        an output lands. A reused result is copied there (server-side on S3) from the earlier
+        job's outputs, and ``output_data.reused_from`` names that job; its checks and preview
+        are that job's, as the files are the same. The success hook writes the ``result``
+        output (``output_data``) to the row.
         """
-        with job_errors("publish"), owned_row(context, job_store) as (row, _):
-            output_data = _upload_outputs(row, result, storage)
-            metadata = {"output_data": MetadataValue.json(output_data),
-                        **materialization_metadata(output_data, result.files, row.attempt)}
+        with job_errors("publish"), owned_row(context, job_store, UPLOADING) as (row, _):
+            objects = storage.store()
+            output_data = _store_outputs(row, result, storage, objects)
+            with tempfile.TemporaryDirectory() as tmp:
+                preview = _local_preview(result, output_data, objects, Path(tmp))
+                metadata = {"output_data": MetadataValue.json(output_data),
+                            **materialization_metadata(output_data, preview, row.attempt)}
+            if output_data.get("reused_from"):
+                metadata["reused_from"] = MetadataValue.text(output_data["reused_from"])
         yield Output(output_data, "result", metadata=metadata)
         yield from check_results(output_data)  # after the materialization they refer to
 
     return _publish
 
 
-def _upload_outputs(row: JobRow, result: MediaBundle, storage: ObjectStorageResource) -> dict[str, Any]:
-    """Upload every file (the preview too) and build ``output_data``; ``output_url`` is the first
-    real output, never the preview."""
-    objects = storage.store()
-    files = []
-    for index, f in enumerate(result.files):
-        key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{safe_filename(f.path.name, 'output')}"
-        objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
-        files.append(
-            {
-                "role": f.role,
-                "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, key)),
-                "storage_path": key,
-                "content_type": f.content_type,
-                "bytes": f.path.stat().st_size,
-            }
-        )
-    primary = next(f for f in files if f["role"] != "preview")
+def _store_outputs(row: JobRow, result: MediaBundle, storage: ObjectStorageResource, objects: ObjectStore) -> dict[str, Any]:
+    """Upload (or, reusing, copy) every file, the preview too, and build ``output_data``;
+    ``output_url`` is the first real output, never the preview."""
+    prefix = f"{row.user_id}/{row.id}/a{row.attempt}"
+    reused_from = result.metadata.get("reused_from")
+    if reused_from:
+        source_output = result.metadata["reused_output"]
+        stored = reuse.copy_outputs(objects, reused_from, source_output, prefix)
+        metadata = source_output.get("metadata") or {}
+    else:
+        stored = []
+        for index, f in enumerate(result.files):
+            key = f"{prefix}/{index:02d}-{safe_filename(f.path.name, 'output')}"
+            objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
+            stored.append(reuse.StoredFile(f.role, key, f.content_type, f.path.stat().st_size))
+        metadata = result.metadata
+    files = [
+        {
+            "role": f.role,
+            "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, f.storage_path)),
+            "storage_path": f.storage_path,
+            "content_type": f.content_type,
+            "bytes": f.bytes,
+        }
+        for f in stored
+    ]
+    primary = next((f for f in files if f["role"] != "preview"), files[0])
     return {
         "output_url": primary["url"],
         "storage_path": primary["storage_path"],
         "bucket": OUTPUT_BUCKET,
         "files": files,
-        "metadata": result.metadata,
+        "metadata": metadata,
+        **({"reused_from": reused_from} if reused_from else {}),
     }
+
+
+def _local_preview(result: MediaBundle, output_data: dict[str, Any], objects: ObjectStore, tmp: Path) -> Path | None:
+    """The preview on local disk: ``predict``'s file, or for a reused result the copied one."""
+    local = next((f.path for f in result.files if f.role == "preview"), None)
+    if local is not None or not output_data.get("reused_from"):
+        return local
+    stored = next((f for f in output_data["files"] if f["role"] == "preview"), None)
+    if stored is None:
+        return None
+    objects.download(OUTPUT_BUCKET, stored["storage_path"], tmp / "preview.png")
+    return tmp / "preview.png"
 
 
 def _remote_source_url(storage: ObjectStorageResource, objects: ObjectStore, ref: InputSource) -> str | None:

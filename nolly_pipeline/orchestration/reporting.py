@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
@@ -79,7 +79,7 @@ def preview_markdown(path: Path) -> str:
 
 
 def materialization_metadata(
-    output_data: Mapping[str, Any], files: Sequence[OutputFile], attempt: int
+    output_data: Mapping[str, Any], preview: Path | None, attempt: int
 ) -> dict[str, MetadataValue]:
     """Numbers, text, the output URL and the preview, as the asset page shows them."""
     meta = output_data.get("metadata") or {}
@@ -107,7 +107,6 @@ def materialization_metadata(
     checks = meta.get("checks") or []
     if checks:
         entries["checks_passed"] = MetadataValue.text(f"{sum(c['passed'] for c in checks)}/{len(checks)}")
-    preview = next((f for f in files if f.role == "preview"), None)
-    if preview is not None and preview.path.is_file():
-        entries["preview"] = MetadataValue.md(preview_markdown(preview.path))
+    if preview is not None and preview.is_file():
+        entries["preview"] = MetadataValue.md(preview_markdown(preview))
     return entries

@@ -118,3 +118,18 @@ def test_a_failed_check_is_a_warning_and_the_job_is_done(pipeline: Pipeline, use
     meta = materialization_metadata(result, "color_grade")
     assert "preview" not in meta and meta["checks_passed"].value == "0/3"
     assert meta["model"].value == "studio/grade" and meta["backend"].value == "replicate"
+
+
+def test_a_reused_result_carries_the_checks_and_preview_of_the_job_it_copies(
+    local_pipeline: Pipeline, user_id: uuid.UUID
+) -> None:
+    first, _ = run_job(local_pipeline, "color-grade", "clip.mp4", tiny_video(9), user_id, {"preset": "cool"})
+    second, result = run_job(local_pipeline, "color-grade", "again.mp4", tiny_video(9), user_id, {"preset": "cool"})
+    row = local_pipeline.store.get(second)
+    assert row.status == "done" and row.output_data["reused_from"] == str(first)
+    assert row.output_data["metadata"]["checks"] == local_pipeline.store.get(first).output_data["metadata"]["checks"]
+    assert [f["role"] for f in row.output_data["files"]][-1] == "preview"
+    assert {n: e.passed for n, e in evaluations(result).items()} == {n: True for n in CHECKS["color-grade"]}
+    meta = materialization_metadata(result, "color_grade")
+    assert meta["preview"].md_str.startswith("![preview](data:image/png;base64,")
+    assert meta["reused_from"].value == str(first)
