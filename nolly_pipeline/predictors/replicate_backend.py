@@ -9,6 +9,7 @@ deadline, cancel it remotely on timeout, and download every output file at once.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import posixpath
 import time
