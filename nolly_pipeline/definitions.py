@@ -14,6 +14,7 @@ from dagster import Definitions, EnvVar, get_dagster_logger, in_process_executor
 from nolly_pipeline.config import Settings
 from nolly_pipeline.orchestration.assets import build_all_job_type_defs
 from nolly_pipeline.orchestration.io_manager import MediaIOManager
+from nolly_pipeline.orchestration.job_stats import job_stats, job_stats_job, job_stats_schedule
 from nolly_pipeline.orchestration.reconciler import (
     ReconcilerPolicy,
     build_cancellation_sensor,
@@ -54,7 +55,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     )
     scratch = ScratchResource(root=str(settings.work_dir))
     return {
-        "job_store": JobStoreResource(database_url=database_url, heartbeat_seconds=settings.heartbeat_seconds),
+        "job_store": JobStoreResource(
+            database_url=database_url, heartbeat_seconds=settings.heartbeat_seconds, reuse_scope=settings.reuse_scope
+        ),
         "storage": storage,
         "scratch": scratch,
         "inputs": InputPolicyResource(
@@ -94,8 +97,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     type_defs = build_all_job_type_defs(settings.backends)
     jobs = [d.job for d in type_defs.values()]
     return Definitions(
-        assets=[d.asset for d in type_defs.values()],
-        jobs=jobs,
+        assets=[*(d.asset for d in type_defs.values()), job_stats],
+        jobs=[*jobs, job_stats_job],
+        schedules=[job_stats_schedule],
         sensors=[
             build_dispatch_sensor(jobs, settings.sensor_interval_seconds, settings.sensor_batch_size),
             build_reconciler_sensor(

@@ -43,7 +43,7 @@ def _forget_run(context: HookContext) -> None:
 @success_hook(required_resource_keys={"job_store", "scratch"})
 def write_done(context: HookContext) -> None:
     """On ``publish`` only (see assets.py): its success is the job's."""
-    if context.op.definition.name != "publish":
+    if context.op.name != "publish":  # the node name: the op itself is ``publish_<type>``
         return
     row = taken_row(context.run_id)
     output_data = context.op_output_values.get("result")
@@ -59,7 +59,7 @@ def write_failed(context: HookContext) -> None:
     _wait_for_copies(context)
     row = taken_row(context.run_id)
     if row is not None:
-        message = failure_message(context.op_exception, context.op.definition.name)
+        message = failure_message(context.op_exception, context.op.name)
         if context.resources.job_store.store().finish_failed(row, context.run_id, message, worker_id()):
             context.log.info(f"job {row.id} failed: {message}")
     _forget_run(context)

@@ -9,6 +9,7 @@ deadline, cancel it remotely on timeout, and download every output file at once.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import posixpath
 import time
@@ -43,6 +44,23 @@ class ReplicatePredictor:
     backend: str = "replicate"
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+
+    @property
+    def version(self) -> str | None:
+        """The pinned model version and how job fields map onto its inputs. None for a bare
+        ``owner/name``: Replicate may serve a newer version at any moment, so its results are
+        never reused."""
+        if ":" not in self.model.ref:
+            return None
+        return json.dumps(
+            {
+                "model": self.model.ref,
+                "file_input": self.model.file_input,
+                "static": dict(self.model.static_input),
+                "settings_map": dict(self.model.settings_map),
+            },
+            sort_keys=True,
+        )
 
     def validate(self, settings: Mapping[str, Any]) -> None:
         """Nothing backend-specific: :func:`nolly_pipeline.validation.validate_row` checks the
