@@ -15,8 +15,6 @@ ideal denoiser would get on this speech. Writes ``docs/benchmarks.md`` (``audio-
 
 from __future__ import annotations
 
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import write_section  # noqa: E402
+from benchmarks._rss import peak_rss_kib  # noqa: E402
 from nolly_pipeline_tests.processing import speech_quality as q  # noqa: E402
 from nolly_pipeline_tests.processing.reference import encode_audio  # noqa: E402
 
@@ -63,14 +62,8 @@ def _rss_child(seconds: int, tmp: Path) -> int:
     """Peak RSS (KiB) of a fresh process cleaning ``seconds`` of 48 kHz mono at the defaults."""
     noise = np.random.default_rng(5).standard_normal(seconds * q.RATE) * 0.05
     src = encode_audio(tmp / f"rss_{seconds}.wav", noise[None, :], q.RATE, "-c:a", "pcm_s16le")
-    code = (
-        "import resource;from pathlib import Path;"
-        "from nolly_pipeline.processing.audio_clean import AudioCleanSettings,audio_clean;"
-        f"audio_clean(Path({str(src)!r}),Path({str(tmp / 'rss_out')!r}),AudioCleanSettings());"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                              text=True, cwd=ROOT).stdout.split()[-1])
+    return peak_rss_kib("from nolly_pipeline.processing.audio_clean import AudioCleanSettings,audio_clean",
+                        f"audio_clean(Path({str(src)!r}),Path({str(tmp / 'rss_out')!r}),AudioCleanSettings())")
 
 
 def _speed(tmp: Path) -> tuple[float, float]:

@@ -327,10 +327,10 @@ class Results:
 
 
 def evaluate(clips: list[Clip], methods: dict[str, Callable[[np.ndarray, Path], np.ndarray]],
-             dnsmos: Callable[[Clip], bool] = lambda clip: True) -> Results:
+             dnsmos: Callable[[str, Clip], bool] = lambda method, clip: True) -> Results:
     """Run every method on every clip and score it; ``none`` (unprocessed) is always included.
 
-    ``dnsmos`` picks the clips DNSMOS is measured on (STOI is measured on all).
+    ``dnsmos(method, clip)`` picks where DNSMOS is measured (STOI is measured everywhere).
     """
     import time
 
@@ -346,6 +346,6 @@ def evaluate(clips: list[Clip], methods: dict[str, Callable[[np.ndarray, Path], 
                 out = method(clip.noisy, tmp)
                 results.seconds[name] += time.perf_counter() - start
                 results.scores[name].setdefault((clip.noise, clip.snr), []).append(
-                    score(clip.clean, out, dnsmos(clip)))
+                    score(clip.clean, out, dnsmos(name, clip)))
     results.audio_seconds = sum(len(c.clean) for c in clips) / RATE
     return results

@@ -31,8 +31,10 @@ def results(tmp_path_factory) -> q.Results:
     methods = {"ours": q.ours({}), "afftdn": q.peer_afftdn, "noisereduce": q.peer_noisereduce,
                "NSNet2": q.NSNet2Peer(48_000)}
     peers_on = [c for c in clips if c.snr == 5.0]
-    ours = q.evaluate(clips, {"ours": methods["ours"]}, dnsmos=lambda clip: clip.snr == 5.0)
-    peers = q.evaluate(peers_on, {name: methods[name] for name in PEERS}, dnsmos=lambda clip: True)
+    ours = q.evaluate(clips, {"ours": methods["ours"]},
+                      dnsmos=lambda method, clip: method == "ours" and clip.snr == 5.0)
+    peers = q.evaluate(peers_on, {name: methods[name] for name in PEERS},
+                       dnsmos=lambda method, clip: method != "none")
     ours.scores.update({name: peers.scores[name] for name in PEERS})
     ours.methods += list(PEERS)
     return ours
