@@ -47,6 +47,7 @@ bench: install models test-deps
 	$(PY) benchmarks/audio_loudness.py
 	$(PY) benchmarks/audio_quality.py
 	$(PY) benchmarks/dispatch.py
+	$(PY) benchmarks/reuse.py
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME)

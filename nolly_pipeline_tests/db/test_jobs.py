@@ -16,7 +16,7 @@ INPUT = {"file_url": "s3://vfx-assets/u/clip.mp4", "settings": {}}
 
 
 def sensor_run(run_id: str, attempt: int) -> RunIdentity:
-    return RunIdentity(run_id=run_id, attempt=attempt, reexecution=False)
+    return RunIdentity(run_id=run_id, attempt=attempt)
 
 
 def test_claim_takes_each_new_row_once_and_bumps_attempt(store: JobStore, user_id: uuid.UUID) -> None:
@@ -95,13 +95,13 @@ def test_reexecution_resumes_a_failed_attempt_and_backfill_starts_a_new_one(
     (row,) = store.claim_dispatchable(10)
     store.start_run(job_id, sensor_run("r1", row.attempt))
     store.finish_failed(job_id, "r1", "transient trouble")
-    resumed = store.start_run(job_id, RunIdentity("r1-reexec", row.attempt, reexecution=True))
+    resumed = store.start_run(job_id, RunIdentity("r1-reexec", row.attempt, resumes=("r1",)))
     assert resumed.status == "running" and resumed.attempt == 1 and resumed.error_message is None
     store.finish_done(job_id, "r1-reexec", {"output_url": "x"})
-    backfill = store.start_run(job_id, RunIdentity("bf", None, reexecution=False))
+    backfill = store.start_run(job_id, RunIdentity("bf", None))
     assert backfill.attempt == 2 and backfill.dagster_run_id == "bf"
     with pytest.raises(StaleRunError):  # a second manual launch while this one runs
-        store.start_run(job_id, RunIdentity("bf2", None, reexecution=False))
+        store.start_run(job_id, RunIdentity("bf2", None))
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_failed", "job_done"]
 
 
@@ -197,8 +197,8 @@ def test_a_duplicate_worker_of_the_same_run_is_fenced_out(store: JobStore, user_
     """Two daemons by mistake can start two workers for one run: only the first may work."""
     job_id = store.insert_job("roto", INPUT, user_id)
     (row,) = store.claim_dispatchable(10)
-    first = RunIdentity("run-1", row.attempt, False, worker="host:100")
-    second = RunIdentity("run-1", row.attempt, False, worker="host:200")
+    first = RunIdentity("run-1", row.attempt, worker="host:100")
+    second = RunIdentity("run-1", row.attempt, worker="host:200")
     store.start_run(job_id, first)
     store.start_run(job_id, first)  # the same worker's next op
     with pytest.raises(StaleRunError):
@@ -208,3 +208,67 @@ def test_a_duplicate_worker_of_the_same_run_is_fenced_out(store: JobStore, user_
     assert not store.finish_failed(job_id, "run-1", "duplicate worker gave up", worker="host:200")
     assert store.finish_done(job_id, "run-1", {"output_url": "x"}, worker="host:100")
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_done"]
+
+
+def test_a_ui_resume_continues_the_attempt_its_parent_run_took(store: JobStore, user_id: uuid.UUID) -> None:
+    """Runs launched from the UI carry no attempt tag: a resume finds its attempt by run family."""
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    store.finish_done(job_id, "r1", {"output_url": "x"})
+    materialize = store.start_run(job_id, RunIdentity("m1", None))
+    assert materialize.attempt == 2
+    store.finish_failed(job_id, "m1", "transient trouble")
+    with pytest.raises(StaleRunError):  # a resume of some other run's attempt
+        store.start_run(job_id, RunIdentity("x-resume", None, resumes=("x", "r1")))
+    resumed = store.start_run(job_id, RunIdentity("m1-resume", None, resumes=("m1",)))
+    assert resumed.attempt == 2 and resumed.dagster_run_id == "m1-resume"
+    with pytest.raises(StaleRunError, match="already being processed .* left that attempt untouched"):
+        store.start_run(job_id, RunIdentity("m2", None))
+    assert store.get(job_id).dagster_run_id == "m1-resume"  # type: ignore[union-attr]
+
+
+def test_phase_is_queued_on_claim_set_by_the_owning_run_and_cleared_when_final(
+    store: JobStore, user_id: uuid.UUID
+) -> None:
+    done_id, requeued_id, released_id = (store.insert_job("roto", INPUT, user_id) for _ in range(3))
+    assert store.get(done_id).phase is None  # pending, not seen by the pipeline yet
+    claimed = {r.id: r for r in store.claim_dispatchable(10)}
+    assert {r.phase for r in claimed.values()} == {"queued"}
+
+    run = sensor_run("r1", 1)
+    store.start_run(done_id, run)
+    assert store.set_phase(done_id, run, "processing", reuse_key="k" * 64)
+    assert not store.set_phase(done_id, sensor_run("stale", 1), "uploading")  # fenced on the owner
+    row = store.get(done_id)
+    assert (row.phase, row.reuse_key) == ("processing", "k" * 64)
+    assert store.finish_done(done_id, "r1", {"output_url": "u"})
+    assert (store.get(done_id).phase, store.get(done_id).reuse_key) == (None, "k" * 64)
+    with store.engine.begin() as conn:  # the frontend's retry: a new attempt computes its own key
+        conn.execute(jobs.update().where(jobs.c.id == done_id).values(status="pending"))
+    (again,) = store.claim_dispatchable(10)
+    assert (again.id, again.attempt, again.reuse_key, again.phase) == (done_id, 2, None, "queued")
+
+    store.start_run(requeued_id, sensor_run("r2", 1))
+    assert store.requeue(store.get(requeued_id), "worker died")
+    assert store.get(requeued_id).phase is None
+    assert store.release_dispatch(claimed[released_id])
+    assert store.get(released_id).phase is None
+
+
+def test_operator_listing_and_stats_on_both_databases(store: JobStore, user_id: uuid.UUID) -> None:
+    import datetime as dt
+
+    from nolly_pipeline.db.jobs import utcnow
+
+    processed, reused, waiting = (store.insert_job(t, INPUT, user_id) for t in ("roto", "roto", "audio-clean"))
+    store.claim_dispatchable(10)
+    for job_id, extra in ((processed, {}), (reused, {"reused_from": str(processed)})):
+        store.start_run(job_id, sensor_run(f"r-{job_id}", 1))
+        assert store.finish_done(job_id, f"r-{job_id}", {"output_url": "u", **extra})
+    assert [r.id for r in store.list_jobs(status="done")] == [reused, processed]
+    assert [r.id for r in store.list_jobs(job_type="audio-clean", user_id=user_id)] == [waiting]
+    assert store.list_jobs(since=utcnow() + dt.timedelta(minutes=1)) == []
+    stats = {s.job_type: s for s in store.stats(utcnow() - dt.timedelta(hours=1))}
+    assert (stats["roto"].by_status, stats["roto"].reused, len(stats["roto"].processed_seconds)) == ({"done": 2}, 1, 1)
+    assert stats["audio-clean"].by_status == {"pending": 1} and stats["audio-clean"].total == 1
