@@ -8,7 +8,6 @@ outside, as a user and an operator would see them.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline_tests.deploy.conftest import DOCKER_DIR
 from nolly_pipeline_tests.deploy.topology import Topology, running_topology
 from nolly_pipeline_tests.e2e.daemon import wait_until
@@ -179,9 +177,16 @@ def test_compose_topology_all_types_within_queue_limits(topology: Topology) -> N
     allow more than it (2 + 2 + 3 > 6), one user with three jobs (per-user limit 2). With the
     local backends every run also holds a slot of the ``local_processing`` pool (granularity
     run, default limit 4), which is the limit that binds. The webserver is sampled while the
-    jobs run, as the UI's run list sees them.
+    jobs run, as the UI's run list sees them. Before that burst, one job per type on its own
+    gives the insert-to-done latency of the shape.
     """
     max_runs, per_type, per_user, pool_limit = queue_limits()
+    # First one job of each type, within every limit: the latency of the shape itself.
+    singles = {submit(topology, job_type): job_type for job_type in INPUTS}
+    finished = wait_terminal(topology, list(singles), timeout=600)
+    latency = {singles[job_id]: check_done(topology, job_id, row) for job_id, row in finished.items()}
+    print("\none job per type, insert-to-done (s): " + ", ".join(f"{t} {s:.1f}" for t, s in latency.items()))
+
     heavy_user = uuid.uuid4()
     plan = [(t, uuid.uuid4()) for t in ("roto", "roto", "roto", "color-grade", "color-grade", "color-grade")]
     plan += [("audio-clean", heavy_user)] * 3 + [("audio-clean", uuid.uuid4())]
@@ -210,7 +215,7 @@ def test_compose_topology_all_types_within_queue_limits(topology: Topology) -> N
     seconds: dict[str, list[float]] = {t: [] for t in per_type}
     for job_id, row in current.items():
         seconds[row["type"]].append(check_done(topology, job_id, row))
-    print("\ninsert-to-done in the compose topology (s, sensor interval "
+    print("insert-to-done of the burst (s, queueing and sensor interval "
           f"{topology.env['code']['NOLLY_SENSOR_INTERVAL_SECONDS']} s included): "
           + ", ".join(f"{t} {sorted(round(s, 1) for s in v)}" for t, v in seconds.items()))
     print(f"peak in-progress runs: {peaks} (limits: {max_runs} runs, pool {pool_limit}, {per_type}, "

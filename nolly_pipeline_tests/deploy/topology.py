@@ -12,15 +12,10 @@ mapping :data:`COMPOSE_TO_PROCESSES`, so a change to the deployment files reache
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
-import time
-import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +28,7 @@ import yaml
 
 from nolly_pipeline.config import Settings
 from nolly_pipeline_tests import services
-from nolly_pipeline_tests.deploy import images
+from nolly_pipeline_tests.deploy import images, stand_ins
 from nolly_pipeline_tests.deploy.conftest import DOCKER_DIR, REPO_ROOT, env_example
 from nolly_pipeline_tests.e2e.daemon import wait_until
 
@@ -52,8 +47,9 @@ COMPOSE_TO_PROCESSES: dict[str, Any] = {
     # service; what an image build puts there (the roto model) is provided from this machine.
     "container_paths": ["/opt/dagster", "/opt/nolly", "/tmp"],
     "built_into_image": {"/opt/nolly/models": "models_dir"},
-    # PostgreSQL is shared here: the image's role and databases get names unique per session.
-    "unique_names": ["POSTGRES_USER", "POSTGRES_DB", "postgres-init.sql databases"],
+    # PostgreSQL is shared here: the image's role and database (these variables) and every
+    # database postgres-init.sql creates get names unique to the session.
+    "unique_postgres_names": ["POSTGRES_USER", "POSTGRES_DB"],
 }
 
 
@@ -182,7 +178,6 @@ class Topology:
     env: dict[str, dict[str, str]]  # service -> its environment here
     containers: dict[str, Container] = field(default_factory=dict)
     nolly_url: str = ""
-    dagster_url: str = ""
     instance: dict[str, Any] = field(default_factory=dict)  # docker/dagster.yaml (or its ECS variant)
 
     def logs(self) -> str:
@@ -272,93 +267,6 @@ def _map_document(site: Site, service: str, value: Any) -> Any:
     return value
 
 
-def _create_buckets(s3: Any, env: Mapping[str, str], script: str) -> list[str]:
-    """What compose's ``createbuckets`` script does with ``mc``, done with boto3 here.
-
-    Understands the script's three commands (``mc mb`` in a loop over bucket names, ``mc
-    anonymous set download``, ``mc ilm rule add``); anything else in it fails the test, so a
-    new step in compose cannot be skipped silently.
-    """
-    script = re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: env[m.group(1)], script.replace("\\\n", " "))
-    buckets: list[str] = []
-    for line in filter(None, (line.strip() for line in script.splitlines())):
-        words = shlex.split(line.split("||")[-1])
-        if line.startswith("for bucket in"):
-            buckets = shlex.split(line[len("for bucket in"):].split(";")[0])
-            for bucket in buckets:
-                s3.create_bucket(Bucket=bucket)
-        elif words[:2] == ["mc", "mb"] or line == "done":
-            continue  # the loop's body and end
-        elif words[:4] == ["mc", "anonymous", "set", "download"]:
-            bucket = words[4].split("/", 1)[1]
-            s3.put_bucket_policy(Bucket=bucket, Policy=_public_read_policy(bucket))
-        elif words[:4] == ["mc", "ilm", "rule", "add"]:
-            bucket = words[-1].split("/", 1)[1]
-            prefix, days = words[words.index("--prefix") + 1], int(words[words.index("--expire-days") + 1])
-            s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
-                {"ID": "expire-intermediates", "Status": "Enabled", "Filter": {"Prefix": prefix},
-                 "Expiration": {"Days": days}},
-            ]})
-        else:
-            raise AssertionError(f"createbuckets does something the topology does not: {line}")
-    return buckets
-
-
-def _public_read_policy(bucket: str) -> str:
-    """The policy ``mc anonymous set download`` sets: anyone may read objects."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": ["s3:GetObject"],
-         "Resource": [f"arn:aws:s3:::{bucket}/*"]},
-    ]})
-
-
-@contextmanager
-def _postgres(site_names: dict[str, str], variables: Mapping[str, str]) -> Iterator[tuple[str, str]]:
-    """What the ``postgres`` image and ``postgres-init.sql`` create, with unique names here.
-
-    The image makes ``POSTGRES_USER`` (with ``POSTGRES_PASSWORD``) and ``POSTGRES_DB`` owned by
-    it, then runs the init script as that user in that database. The role gets CREATEDB only
-    (the image makes it a superuser): the init script must not need more.
-    """
-    admin = sa.create_engine(services.admin_url(), isolation_level="AUTOCOMMIT")
-    role, dagster_db = site_names[variables["POSTGRES_USER"]], site_names[variables["POSTGRES_DB"]]
-    created: list[str] = []
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN CREATEDB PASSWORD :pw'), {"pw": variables["POSTGRES_PASSWORD"]})
-            conn.execute(sa.text(f'CREATE DATABASE "{dagster_db}" OWNER "{role}"'))
-            created.append(dagster_db)
-        as_role = admin.url.set(username=role, password=variables["POSTGRES_PASSWORD"], database=dagster_db)
-        init = sa.create_engine(as_role, isolation_level="AUTOCOMMIT")
-        sql = (DOCKER_DIR / "postgres-init.sql").read_text()
-        for name in re.findall(r"CREATE DATABASE\s+(\w+)", sql, re.IGNORECASE):
-            sql = re.sub(rf"\b{name}\b(?=\s*;)", f'"{site_names[name]}"', sql)
-            created.append(site_names[name])
-        with init.connect() as conn:
-            for statement in filter(str.strip, re.sub(r"--[^\n]*", "", sql).split(";")):
-                conn.execute(sa.text(statement))
-        init.dispose()
-        yield role, dagster_db
-    finally:
-        with admin.connect() as conn:
-            for name in created:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
-        admin.dispose()
-
-
-def _unique_names(variables: Mapping[str, str]) -> dict[str, str]:
-    tag = uuid.uuid4().hex[:8]
-    names = [variables["POSTGRES_USER"], variables["POSTGRES_DB"]]
-    names += re.findall(r"CREATE DATABASE\s+(\w+)", (DOCKER_DIR / "postgres-init.sql").read_text(), re.IGNORECASE)
-    return {name: f"topo_{name}_{tag}" for name in names}
-
-
-def _admin_host_port() -> str:
-    url = sa.make_url(services.admin_url())
-    return f"{url.host or '127.0.0.1'}:{url.port or 5432}"
-
-
 @contextmanager
 def running_topology(
     root: Path,
@@ -378,13 +286,13 @@ def running_topology(
     spec = compose()["services"]
     with ExitStack() as stack:
         s3_endpoint = stack.enter_context(services.s3_server(s3_module, cwd=REPO_ROOT))
-        names = _unique_names(variables)
+        names = stand_ins.unique_names(variables, COMPOSE_TO_PROCESSES["unique_postgres_names"])
         site = Site(
-            root=root, postgres=_admin_host_port(), s3=s3_endpoint.split("://", 1)[1],
+            root=root, postgres=stand_ins.admin_host_port(), s3=s3_endpoint.split("://", 1)[1],
             code=f"127.0.0.1:{services.free_port()}", webserver=f"127.0.0.1:{services.free_port()}",
             names=names, models_dir=str(Settings.from_env().models_dir),
         )
-        stack.enter_context(_postgres(names, variables))
+        stack.enter_context(stand_ins.postgres(names, variables))
         topology = Topology(site, env={}, instance=yaml.safe_load(instance_file.read_text()))
         # Registered after PostgreSQL and S3, so every process is gone before they are.
         stack.callback(lambda: [c.stop() for c in reversed(list(topology.containers.values()))])
@@ -395,15 +303,10 @@ def running_topology(
             topology.env[service] = site.environment(service, env)
         nolly = sa.make_url(topology.env["code"]["NOLLY_DATABASE_URL"])
         topology.nolly_url = nolly.render_as_string(hide_password=False)
-        pg = topology.env["daemon"]
-        topology.dagster_url = (
-            f"postgresql+psycopg2://{pg['DAGSTER_POSTGRES_USER']}:{pg['DAGSTER_POSTGRES_PASSWORD']}"
-            f"@{pg['DAGSTER_POSTGRES_HOST']}:{pg['DAGSTER_POSTGRES_PORT']}/{pg['DAGSTER_POSTGRES_DB']}"
-        )
 
         # createbuckets: its shell script, on the S3 server standing in for MinIO.
         script = spec["createbuckets"]["command"][0]
-        _create_buckets(topology.s3(), topology.env["createbuckets"], interpolate(script, variables))
+        stand_ins.create_buckets(topology.s3(), topology.env["createbuckets"], interpolate(script, variables))
         if prepare:
             prepare(topology)
 
@@ -412,8 +315,8 @@ def running_topology(
         code_dir = site.path("code", code_stage.workdir)
         _copy_image_files(topology, "code", code_stage)
         _run_once(topology, "migrate", spec["migrate"]["command"], PROJECT_BIN, code_dir)
-        code = _start(topology, "code", site.command("code", spec["code"].get("command") or code_stage.cmd),
-                      PROJECT_BIN, code_dir)
+        code_command = site.command("code", spec["code"].get("command") or code_stage.cmd)
+        _start(topology, "code", code_command, PROJECT_BIN, code_dir)
         health = site.command("code", spec["code"]["healthcheck"]["test"][1:])
 
         def healthy() -> bool:
@@ -435,6 +338,8 @@ def running_topology(
         services.wait_for_port(web_port, timeout=120)
         wait_until(lambda: _location_loaded(topology), timeout=120, interval=1,
                    what="webserver loaded the code location", on_timeout=topology.logs)
+        wait_until(lambda: _daemons_healthy(topology), timeout=120, interval=1,
+                   what="daemon healthy (UI status page)", on_timeout=topology.logs)
         yield topology
 
 
@@ -455,3 +360,15 @@ def _location_loaded(topology: Topology) -> bool:
     loaded = entry["locationOrLoadError"]
     assert loaded is None or loaded["__typename"] != "PythonError", loaded
     return entry["loadStatus"] == "LOADED" and loaded is not None
+
+
+DAEMON_HEALTH_QUERY = """
+query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }
+"""
+
+
+def _daemons_healthy(topology: Topology) -> bool:
+    """Every required daemon heartbeating, as the UI's Deployment > Daemons page shows it."""
+    topology.check_alive()
+    statuses = topology.graphql(DAEMON_HEALTH_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return all(status["healthy"] for status in statuses if status["required"])
