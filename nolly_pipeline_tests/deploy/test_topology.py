@@ -139,7 +139,8 @@ def check_done(topology: Topology, job_id: uuid.UUID, row: Any) -> float:
     assert run["status"] == "SUCCESS"
     assert compute_log_objects(topology, run["runId"]), "no compute logs of the run in the bucket"
     logs = captured_logs(topology, run["runId"])
-    assert str(job_id) in logs or "download" in logs, logs[-2000:]
+    for step in ("download", "predict", "publish"):  # every step's output, from the bucket
+        assert f".{step} - STEP_SUCCESS" in logs and run["runId"] in logs, (step, logs[-2000:])
     return (row["completed_at"] - row["created_at"]).total_seconds()
 
 

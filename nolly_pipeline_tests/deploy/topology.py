@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import subprocess
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -158,16 +158,14 @@ class Container:
         return f"--- {self.name} ({self.log}):\n" + self.log.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        """SIGTERM to the group, then SIGKILL to whatever is left of it (run workers too)."""
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 return
-            try:
-                self.proc.wait(timeout=15)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+            with suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace)
 
 
 @dataclass
