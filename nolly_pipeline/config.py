@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
-from nolly_pipeline.job_types import JOB_TYPES
+from nolly_pipeline.job_types import JOB_TYPES, JobType
 
 # The seed's buckets: inputs are uploaded to vfx-assets / audio-uploads, results go to outputs.
 OUTPUT_BUCKET = "outputs"
@@ -62,6 +62,31 @@ def _host_list(raw: str | None) -> tuple[str, ...]:
     return hosts
 
 
+def _backend(job_type: JobType, env: Mapping[str, str], token_set: bool, model_ref: str | None) -> str:
+    """``local`` or ``replicate`` for one type: ``NOLLY_BACKEND_<TYPE>``, else by token and model.
+
+    Without an explicit choice a type goes to Replicate only when a token is set and a model
+    is known for it (``NOLLY_REPLICATE_MODEL_<TYPE>`` or the registry's default), so a token
+    alone never strands a type that has no model (colour grade) on a backend that cannot
+    serve it. An explicit ``replicate`` with no model is refused here, when the code
+    location loads, rather than by every job of the type later.
+    """
+    suffix = job_type.env_suffix
+    has_model = model_ref is not None or job_type.replicate_default is not None
+    explicit = _env(f"NOLLY_BACKEND_{suffix}", env)
+    if explicit is None:
+        return "replicate" if token_set and has_model else "local"
+    backend = explicit.lower()
+    if backend not in ("local", "replicate"):
+        raise ValueError(f"NOLLY_BACKEND_{suffix} must be 'local' or 'replicate', got {explicit!r}")
+    if backend == "replicate" and not has_model:
+        raise ValueError(
+            f"NOLLY_BACKEND_{suffix}=replicate but {job_type.name} has no default Replicate model: "
+            f"set NOLLY_REPLICATE_MODEL_{suffix} (owner/name or owner/name:version) or use the local backend"
+        )
+    return backend
+
+
 @dataclass(frozen=True)
 class Settings:
     """Non-secret configuration, resolved once. Secrets stay in the environment (see resources)."""
@@ -84,7 +109,8 @@ class Settings:
     sensor_batch_size: int
     replicate_timeout_seconds: float
     replicate_poll_seconds: float
-    # job type -> "local" | "replicate" (NOLLY_BACKEND_<TYPE>, default by token presence)
+    # job type -> "local" | "replicate" (NOLLY_BACKEND_<TYPE>, default: replicate when a token is
+    # set and a model is known for the type, else local; see _backend)
     backends: Mapping[str, str]
     # job type -> (model ref, input mapping JSON) from NOLLY_REPLICATE_MODEL_/INPUT_<TYPE>
     replicate_models: Mapping[str, tuple[str | None, str | None]]
@@ -121,14 +147,11 @@ class Settings:
         durations: dict[str, float] = {}
         for job_type in JOB_TYPES.values():
             suffix = job_type.env_suffix
-            backend = (_env(f"NOLLY_BACKEND_{suffix}", env) or ("replicate" if replicate_enabled else "local")).lower()
-            if backend not in ("local", "replicate"):
-                raise ValueError(f"NOLLY_BACKEND_{suffix} must be 'local' or 'replicate', got {backend!r}")
-            backends[job_type.name] = backend
             models[job_type.name] = (
                 _env(f"NOLLY_REPLICATE_MODEL_{suffix}", env),
                 _env(f"NOLLY_REPLICATE_INPUT_{suffix}", env),
             )
+            backends[job_type.name] = _backend(job_type, env, replicate_enabled, models[job_type.name][0])
             durations[job_type.name] = _positive(
                 f"NOLLY_MAX_DURATION_SECONDS_{suffix}", env,
                 DEFAULT_MAX_DURATION_BY_TYPE.get(job_type.name, DEFAULT_MAX_DURATION_SECONDS),
@@ -165,6 +188,17 @@ class Settings:
                 _positive("NOLLY_PARTITION_RETENTION_DAYS", env, DEFAULT_PARTITION_RETENTION_DAYS)
             ),
         )
+
+    def backend_summary(self) -> dict[str, str]:
+        """Which backend serves each type, for the start-up log: ``local`` or ``replicate (model)``."""
+        summary: dict[str, str] = {}
+        for name, backend in self.backends.items():
+            if backend == "replicate":
+                default = JOB_TYPES[name].replicate_default
+                ref = self.replicate_models[name][0] or (default.ref if default else None)
+                backend = f"replicate ({ref})"
+            summary[name] = backend
+        return summary
 
     @property
     def buckets(self) -> tuple[str, ...]:

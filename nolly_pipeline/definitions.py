@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, get_dagster_logger, in_process_executor
 
 from nolly_pipeline.config import Settings
 from nolly_pipeline.orchestration.assets import build_all_job_type_defs
@@ -81,8 +81,16 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
 
 
+def log_backends(settings: Settings) -> None:
+    """One line per job type naming its backend, so an operator sees at start-up what serves what."""
+    log = get_dagster_logger("nolly_pipeline")
+    for job_type, backend in settings.backend_summary().items():
+        log.info("%s: %s", job_type, backend)
+
+
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
+    log_backends(settings)
     type_defs = build_all_job_type_defs(settings.backends)
     jobs = [d.job for d in type_defs.values()]
     return Definitions(
@@ -101,6 +109,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             build_retention_sensor(settings.partition_retention_days),
         ],
         resources=build_resources(settings),
+        # Also the executor of the implicit asset job (the UI's "Materialize" and backfills):
+        # one process per run, as the row's ownership fencing expects (see assets.py).
+        executor=in_process_executor,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,11 +12,12 @@ from dagster import DefaultSensorStatus, EnvVar
 
 from nolly_pipeline.config import Settings
 from nolly_pipeline.definitions import build_definitions
+from nolly_pipeline.job_types import JOB_TYPES
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for key in list(__import__("os").environ):
+    for key in list(os.environ):
         if key.startswith(("NOLLY_", "REPLICATE_")):
             monkeypatch.delenv(key)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
@@ -55,7 +59,7 @@ def test_s3_and_replicate_configuration_keeps_secrets_as_env_vars(
     monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_secret")
     monkeypatch.setenv("NOLLY_SENSOR_INTERVAL_SECONDS", "5")
     settings = Settings.from_env()
-    assert set(settings.backends.values()) == {"replicate"}
+    assert settings.backends == {"roto": "replicate", "color-grade": "local", "audio-clean": "replicate"}
     defs = build_definitions(settings)
     resources = defs.resources or {}
     assert resources["predictors"].replicate_api_token == EnvVar("REPLICATE_API_TOKEN")
@@ -73,3 +77,50 @@ def test_backend_override_per_type(clean_env: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NOLLY_BACKEND_ROTO", "gpu-farm")
     with pytest.raises(ValueError, match="NOLLY_BACKEND_ROTO"):
         Settings.from_env()
+
+
+def test_a_type_without_a_model_defaults_to_local_and_an_explicit_replicate_needs_one(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "x")
+    monkeypatch.setenv("NOLLY_REPLICATE_MODEL_COLOR_GRADE", "studio/grade")
+    assert Settings.from_env().backends["color-grade"] == "replicate"  # a model and a token: Replicate
+    monkeypatch.delenv("NOLLY_REPLICATE_MODEL_COLOR_GRADE")
+    assert Settings.from_env().backends["color-grade"] == "local"
+    monkeypatch.setenv("NOLLY_BACKEND_COLOR_GRADE", "Replicate")
+    with pytest.raises(ValueError, match="set NOLLY_REPLICATE_MODEL_COLOR_GRADE"):
+        Settings.from_env()
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    with pytest.raises(ValueError, match="set NOLLY_REPLICATE_MODEL_COLOR_GRADE"):
+        Settings.from_env()
+
+
+def validate_code_location(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Load the code location as Dagster does, in its own process with only ``env`` configured.
+
+    ``stdout`` holds the process's stdout and stderr together (Dagster logs to stdout).
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_"))}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m", "nolly_pipeline.definitions"],
+        env={**base, "DAGSTER_HOME": str(home), **env}, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=120,
+    )
+
+
+def test_start_up_logs_each_types_backend_once(clean_env: Path) -> None:
+    result = validate_code_location(clean_env, REPLICATE_API_TOKEN="x")
+    assert result.returncode == 0, result.stdout
+    lines = [line.rsplit(" - ", 1)[-1] for line in result.stdout.splitlines() if ".nolly_pipeline - " in line]
+    assert lines == [
+        f"roto: replicate ({JOB_TYPES['roto'].replicate_default.ref})",
+        "color-grade: local",
+        f"audio-clean: replicate ({JOB_TYPES['audio-clean'].replicate_default.ref})",
+    ]
+
+
+def test_replicate_backend_without_a_model_stops_the_code_location_loading(clean_env: Path) -> None:
+    result = validate_code_location(clean_env, REPLICATE_API_TOKEN="x", NOLLY_BACKEND_COLOR_GRADE="replicate")
+    assert result.returncode != 0
+    assert "ValueError: NOLLY_BACKEND_COLOR_GRADE=replicate" in result.stdout
+    assert "set NOLLY_REPLICATE_MODEL_COLOR_GRADE" in result.stdout

@@ -75,13 +75,15 @@ class JobRow:
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """How a run relates to the row it works on (derived from its tags)."""
+    """How a run relates to the row it works on (derived from its tags, see ``ops.run_identity``)."""
 
     run_id: str
-    # The attempt the sensor dispatched this run for; None for backfills and manual launches.
+    # The attempt the sensor dispatched this run for; None for runs launched from the UI
+    # (Materialize, the launchpad, backfills, "re-execute all"), which start a new attempt.
     attempt: int | None
-    # True for a re-execution of an earlier run (Dagster's "re-execute from failure").
-    reexecution: bool
+    # For a resume ("re-execute from failure"): the runs whose attempt it continues (parent,
+    # root). Empty for every other run.
+    resumes: tuple[str, ...] = ()
     # "host:pid" of the worker process; None when acting from outside a worker.
     worker: str | None = None
 
@@ -216,9 +218,11 @@ class JobStore:
         """Take the row for ``run`` (idempotent per run) and mark it running.
 
         * sensor runs own exactly the attempt they were dispatched for, from ``pending``;
-        * a re-execution resumes the same attempt if it has not moved on (``pending`` or
-          ``failed``), which is what "re-execute from failure" in the UI should do;
-        * a backfill or manual launch starts a new attempt on any row not running now.
+        * a resume ("re-execute from failure") continues the attempt it re-executes if that
+          has not moved on (``pending`` or ``failed``);
+        * any other launch from the UI (Materialize, the launchpad, a backfill, "re-execute
+          all") starts a new attempt on any row not running now; a row that is running is
+          refused, and its attempt is left alone.
 
         Raises :class:`StaleRunError` when the row belongs to another attempt or run.
         """
@@ -236,16 +240,18 @@ class JobStore:
             output_data=None,
         )
         not_canceled = jobs.c.cancel_requested_at.is_(None)
-        if run.attempt is None:
+        if run.resumes:
+            # The attempt this run resumes: named by the sensor's tag, or else the last one a
+            # run of the same re-execution family took (UI launches carry no attempt tag).
+            same_attempt = (
+                jobs.c.attempt == run.attempt if run.attempt is not None
+                else jobs.c.dagster_run_id.in_(run.resumes)
+            )
+            cond = sa.and_(jobs.c.id == job_id, same_attempt, jobs.c.status.in_([PENDING, FAILED]))
+            take["dispatched_at"] = now
+        elif run.attempt is None:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.status != RUNNING)
             take["attempt"] = jobs.c.attempt + 1
-            take["dispatched_at"] = now
-        elif run.reexecution:
-            cond = sa.and_(
-                jobs.c.id == job_id,
-                jobs.c.attempt == run.attempt,
-                jobs.c.status.in_([PENDING, FAILED]),
-            )
             take["dispatched_at"] = now
         else:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.attempt == run.attempt, jobs.c.status == PENDING)
@@ -263,6 +269,11 @@ class JobStore:
                 raise StaleRunError(f"job {job_id} does not exist")
             if current.cancel_requested_at is not None and current.status != RUNNING:
                 raise CanceledError()
+            if current.status == RUNNING:
+                raise StaleRunError(
+                    f"job {job_id} is already being processed (attempt {current.attempt}, run "
+                    f"{current.dagster_run_id}); this run was refused and left that attempt untouched"
+                )
             raise StaleRunError(
                 f"job {job_id} is not this run's to process "
                 f"(status {current.status}, attempt {current.attempt}, run {current.dagster_run_id})"

@@ -3,7 +3,9 @@
 Each asset is partitioned by its own dynamic partitions definition keyed by job id, so the
 UI shows every job as a partition and a backfill of selected partitions reprocesses exactly
 those jobs. Runs use the in-process executor: about 4 s per run here against about 12 s
-for the multiprocess default, and a job's three ops are sequential anyway.
+for the multiprocess default, and a job's three ops are sequential anyway. It is also what
+keeps one worker process per run, which the row's ownership fencing relies on; the code
+location sets it as the default executor so the UI's implicit asset job uses it too.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class JobTypeDefs:
 def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
     """The asset and job of one type; ``predict`` runs in the pool of the type's backend."""
     predict = PREDICT_OPS[backend].alias("predict")
+    # Write-back hooks sit on the ops inside the graph, not on ``<type>_job``: every job the
+    # asset runs in (the sensor's, the UI's implicit asset job for "Materialize" and
+    # backfills, a re-execution) then writes the row back the moment the outcome is known.
+    hooks = {write_done, write_failed}
 
     @graph_asset(
         name=job_type.ident,
@@ -58,13 +64,12 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
         metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket, "backend": backend},
     )
     def _asset():
-        return publish(predict(download()))
+        return publish.with_hooks(hooks)(predict.with_hooks(hooks)(download.with_hooks(hooks)()))
 
     job = define_asset_job(
         name=job_name(job_type.name),
         selection=[_asset],
         executor_def=in_process_executor,
-        hooks={write_done, write_failed},
         tags={JOB_TYPE_TAG: job_type.name, MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS), **job_type.run_tags},
     )
     return JobTypeDefs(asset=_asset, job=job)

@@ -30,7 +30,7 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
-from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, PARENT_RUN_TAG
+from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
@@ -43,14 +43,28 @@ SOURCE_URL_SECONDS = 3600
 
 
 def run_identity(context: OpExecutionContext) -> RunIdentity:
-    tags = context.run.tags
-    raw = tags.get(ATTEMPT_TAG, "")
-    return RunIdentity(
-        run_id=context.run_id,
-        attempt=int(raw) if raw.isdigit() else None,
-        reexecution=context.run.parent_run_id is not None or PARENT_RUN_TAG in tags,
-        worker=worker_id(),
-    )
+    """What this run may do to its row, from how it was launched.
+
+    * a resume ("re-execute from failure", from the UI or ``ReexecutionOptions.from_failure``,
+      i.e. a re-execution of a subset of steps) continues the attempt of its parent run;
+    * "re-execute all" (every step again) is a new attempt, like any other launch from the UI;
+    * a sensor run owns the attempt in its tag.
+    """
+    run = context.run
+    raw = run.tags.get(ATTEMPT_TAG, "")
+    attempt = int(raw) if raw.isdigit() else None
+    resumes: tuple[str, ...] = ()
+    if run.parent_run_id is not None:
+        resuming = (
+            run.is_resume_retry
+            or run.tags.get(ASSET_RESUME_RETRY_TAG) == "true"
+            or run.step_keys_to_execute is not None
+        )
+        if resuming:
+            resumes = tuple(dict.fromkeys(r for r in (run.parent_run_id, run.root_run_id) if r))
+        else:
+            attempt = None
+    return RunIdentity(run_id=context.run_id, attempt=attempt, resumes=resumes, worker=worker_id())
 
 
 def worker_id() -> str:

@@ -4,8 +4,8 @@ JOB_ID_TAG = "nolly/job_id"
 JOB_TYPE_TAG = "nolly/job_type"
 USER_ID_TAG = "nolly/user_id"
 ATTEMPT_TAG = "nolly/attempt"
-# Set by Dagster on re-executions and on partitioned runs.
-PARENT_RUN_TAG = "dagster/parent_run_id"
+# Set by Dagster on partitioned runs, and on the UI's "re-execute from asset failure".
 PARTITION_TAG = "dagster/partition"
+ASSET_RESUME_RETRY_TAG = "dagster/is_asset_resume_retry"
 # Read by Dagster's run monitoring: a run still going after this many seconds is failed.
 MAX_RUNTIME_TAG = "dagster/max_runtime"

@@ -1,9 +1,9 @@
 """Pick the predictor for a job type from configuration.
 
-``NOLLY_BACKEND_<TYPE>`` chooses ``local`` or ``replicate``; the default is ``replicate`` when
-``REPLICATE_API_TOKEN`` is set and ``local`` otherwise. Where the chosen backend cannot serve
-a type, an :class:`UnavailablePredictor` makes the job fail with that reason, never with
-the original file handed back.
+The backend per type is decided in :mod:`nolly_pipeline.config` (which refuses a Replicate
+backend with no model when the code location loads). Where the chosen backend still cannot
+serve a type (e.g. no token), an :class:`UnavailablePredictor` makes the job fail with that
+reason, never with the original file handed back.
 """
 
 from __future__ import annotations

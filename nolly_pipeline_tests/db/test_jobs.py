@@ -16,7 +16,7 @@ INPUT = {"file_url": "s3://vfx-assets/u/clip.mp4", "settings": {}}
 
 
 def sensor_run(run_id: str, attempt: int) -> RunIdentity:
-    return RunIdentity(run_id=run_id, attempt=attempt, reexecution=False)
+    return RunIdentity(run_id=run_id, attempt=attempt)
 
 
 def test_claim_takes_each_new_row_once_and_bumps_attempt(store: JobStore, user_id: uuid.UUID) -> None:
@@ -95,13 +95,13 @@ def test_reexecution_resumes_a_failed_attempt_and_backfill_starts_a_new_one(
     (row,) = store.claim_dispatchable(10)
     store.start_run(job_id, sensor_run("r1", row.attempt))
     store.finish_failed(job_id, "r1", "transient trouble")
-    resumed = store.start_run(job_id, RunIdentity("r1-reexec", row.attempt, reexecution=True))
+    resumed = store.start_run(job_id, RunIdentity("r1-reexec", row.attempt, resumes=("r1",)))
     assert resumed.status == "running" and resumed.attempt == 1 and resumed.error_message is None
     store.finish_done(job_id, "r1-reexec", {"output_url": "x"})
-    backfill = store.start_run(job_id, RunIdentity("bf", None, reexecution=False))
+    backfill = store.start_run(job_id, RunIdentity("bf", None))
     assert backfill.attempt == 2 and backfill.dagster_run_id == "bf"
     with pytest.raises(StaleRunError):  # a second manual launch while this one runs
-        store.start_run(job_id, RunIdentity("bf2", None, reexecution=False))
+        store.start_run(job_id, RunIdentity("bf2", None))
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_failed", "job_done"]
 
 
@@ -197,8 +197,8 @@ def test_a_duplicate_worker_of_the_same_run_is_fenced_out(store: JobStore, user_
     """Two daemons by mistake can start two workers for one run: only the first may work."""
     job_id = store.insert_job("roto", INPUT, user_id)
     (row,) = store.claim_dispatchable(10)
-    first = RunIdentity("run-1", row.attempt, False, worker="host:100")
-    second = RunIdentity("run-1", row.attempt, False, worker="host:200")
+    first = RunIdentity("run-1", row.attempt, worker="host:100")
+    second = RunIdentity("run-1", row.attempt, worker="host:200")
     store.start_run(job_id, first)
     store.start_run(job_id, first)  # the same worker's next op
     with pytest.raises(StaleRunError):
@@ -208,3 +208,21 @@ def test_a_duplicate_worker_of_the_same_run_is_fenced_out(store: JobStore, user_
     assert not store.finish_failed(job_id, "run-1", "duplicate worker gave up", worker="host:200")
     assert store.finish_done(job_id, "run-1", {"output_url": "x"}, worker="host:100")
     assert [n["kind"] for n in store.notifications_for(job_id)] == ["job_done"]
+
+
+def test_a_ui_resume_continues_the_attempt_its_parent_run_took(store: JobStore, user_id: uuid.UUID) -> None:
+    """Runs launched from the UI carry no attempt tag: a resume finds its attempt by run family."""
+    job_id = store.insert_job("roto", INPUT, user_id)
+    (row,) = store.claim_dispatchable(10)
+    store.start_run(job_id, sensor_run("r1", row.attempt))
+    store.finish_done(job_id, "r1", {"output_url": "x"})
+    materialize = store.start_run(job_id, RunIdentity("m1", None))
+    assert materialize.attempt == 2
+    store.finish_failed(job_id, "m1", "transient trouble")
+    with pytest.raises(StaleRunError):  # a resume of some other run's attempt
+        store.start_run(job_id, RunIdentity("x-resume", None, resumes=("x", "r1")))
+    resumed = store.start_run(job_id, RunIdentity("m1-resume", None, resumes=("m1",)))
+    assert resumed.attempt == 2 and resumed.dagster_run_id == "m1-resume"
+    with pytest.raises(StaleRunError, match="already being processed .* left that attempt untouched"):
+        store.start_run(job_id, RunIdentity("m2", None))
+    assert store.get(job_id).dagster_run_id == "m1-resume"  # type: ignore[union-attr]

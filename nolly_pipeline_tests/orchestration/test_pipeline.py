@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType
 
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import jobs
-from nolly_pipeline_tests.fakes.replicate_api import Behavior
-from nolly_pipeline_tests.fakes.versions import ROTO_VERSION
-from nolly_pipeline_tests.media import tiny_video
-from nolly_pipeline_tests.orchestration.conftest import Pipeline
+from nolly_pipeline.job_types import JOB_TYPES
+from nolly_pipeline.processing.media import probe
+from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate
+from nolly_pipeline_tests.fakes.versions import AUDIO_VERSION, ROTO_VERSION
+from nolly_pipeline_tests.media import tiny_video, tiny_wav
+from nolly_pipeline_tests.orchestration.conftest import Pipeline, pipeline_env, running_pipeline
 from nolly_pipeline_tests.seed import insert_job
 
 
@@ -139,3 +143,37 @@ def test_signed_output_urls_expire_and_serve_the_file(
     output_url = pipeline.store.get(job_id).output_data["output_url"]
     assert output_url.startswith("http://127.0.0.1") and "Expires=" in output_url
     assert httpx.get(output_url).content == b"FAKE-REPLICATE:" + tiny_video()
+
+
+def test_a_token_alone_runs_every_type(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_store: JobStore, postgres_url: str,
+    s3_endpoint: str, fake_replicate: FakeReplicate, user_id: uuid.UUID,
+) -> None:
+    """REPLICATE_API_TOKEN and nothing else: types with a registry model go to Replicate, colour grade
+    (no model) stays local instead of failing every job."""
+    for job_type in JOB_TYPES.values():
+        for prefix in ("NOLLY_BACKEND_", "NOLLY_REPLICATE_MODEL_", "NOLLY_REPLICATE_INPUT_"):
+            monkeypatch.delenv(prefix + job_type.env_suffix, raising=False)
+    env = pipeline_env(postgres_url, s3_endpoint, fake_replicate, tmp_path / "dagster_home")
+    del env["NOLLY_REPLICATE_MODEL_COLOR_GRADE"], env["NOLLY_REPLICATE_INPUT_COLOR_GRADE"]
+    with running_pipeline(monkeypatch, env, pg_store, s3_endpoint, fake_replicate) as p:
+        assert p.settings.backends == {"roto": "replicate", "color-grade": "local", "audio-clean": "replicate"}
+        for version in (ROTO_VERSION, AUDIO_VERSION):
+            p.fake.set_behavior(version, Behavior(starting=0, processing=1))
+        sources = {"roto": ("vfx-assets", "clip.mp4", tiny_video()),
+                   "color-grade": ("vfx-assets", "grade.mp4", tiny_video(7)),
+                   "audio-clean": ("audio-uploads", "take.wav", tiny_wav())}
+        ids = {
+            job_type: insert_row(p, job_type, {"file_url": p.upload_input(name, data, bucket, user_id)}, user_id)
+            for job_type, (bucket, name, data) in sources.items()
+        }
+        requests = p.tick()
+        assert sorted(r.partition_key for r in requests) == sorted(str(i) for i in ids.values())
+        for request in requests:
+            assert p.execute(request).success, request.job_name
+        rows = {job_type: p.store.get(job_id) for job_type, job_id in ids.items()}
+        assert {t: (r.status, r.error_message) for t, r in rows.items()} == {t: ("done", None) for t in ids}
+        assert sorted(rec.version for rec in p.fake.predictions.values()) == sorted((ROTO_VERSION, AUDIO_VERSION))
+        graded = tmp_path / "graded.mp4"
+        p.s3.download("outputs", rows["color-grade"].output_data["storage_path"], graded)
+        assert probe(graded).kind == "video"  # graded on this machine: a real MP4, not the fake's echo

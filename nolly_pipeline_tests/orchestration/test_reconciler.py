@@ -31,7 +31,7 @@ def running_row(p: Pipeline, user: uuid.UUID, run_status: DagsterRunStatus | Non
     job_id = insert_row(p, "roto", {"file_url": "s3://vfx-assets/u/a.mp4"}, user)
     (row,) = p.store.claim_dispatchable(10)
     run_id = add_run(p, run_status, job_id, row.attempt) if run_status else str(uuid.uuid4())
-    p.store.start_run(job_id, RunIdentity(run_id, row.attempt, False))
+    p.store.start_run(job_id, RunIdentity(run_id, row.attempt))
     return job_id
 
 
@@ -105,7 +105,7 @@ def test_silent_worker_is_stopped_and_requeued_then_gives_up(pipeline: Pipeline,
         (req,) = pipeline.tick()
         assert req.run_key == f"{job_id}:{attempt}"
         dead = add_run(pipeline, DagsterRunStatus.STARTED, job_id, attempt)
-        pipeline.store.start_run(job_id, RunIdentity(dead, attempt, False))
+        pipeline.store.start_run(job_id, RunIdentity(dead, attempt))
         reconcile(pipeline.instance, pipeline.store, policy, now=LATER)
     row = pipeline.store.get(job_id)
     assert row.status == "failed" and row.error_message == "processing stopped responding (gave up after 3 attempts)"
