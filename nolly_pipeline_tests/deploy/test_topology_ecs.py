@@ -96,7 +96,8 @@ def test_ecs_topology_daemon_launches_and_task_completes(ecs_topology: Topology,
     topology = ecs_topology
     ecs = aws(topology, "ecs")
     cluster = env_example()["NOLLY_ECS_CLUSTER"]
-    job_id = submit(topology, "color-grade")
+    # roto: a type with a default Replicate model, so a stray token in the task would switch it.
+    job_id = submit(topology, "roto")
 
     def launched() -> bool:
         topology.check_alive()
@@ -127,4 +128,4 @@ def test_ecs_topology_daemon_launches_and_task_completes(ecs_topology: Topology,
     row = wait_terminal(topology, [job_id], timeout=180)[job_id]
     seconds = check_done(topology, job_id, row)
     assert run_of(topology, job_id)["runId"] == run_id
-    print(f"\ncolor-grade via ECS launch + task command: {seconds:.1f} s insert to done")
+    print(f"\nroto via ECS launch + task command: {seconds:.1f} s insert to done")

@@ -30,7 +30,8 @@ from nolly_pipeline.config import Settings
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.deploy import images, stand_ins
 from nolly_pipeline_tests.deploy.conftest import DOCKER_DIR, REPO_ROOT, env_example
-from nolly_pipeline_tests.e2e.daemon import wait_until
+from nolly_pipeline_tests.e2e.daemon import stop_group, wait_until
+from nolly_pipeline_tests.ui.webserver import Webserver
 
 COMPOSE = DOCKER_DIR / "docker-compose.yml"
 PROJECT_BIN = REPO_ROOT / ".venv" / "bin"
@@ -57,16 +58,15 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+def _one(variables: Mapping[str, str]) -> Callable[[re.Match[str]], str]:
+    return lambda m: "$" if m.group(0) == "$$" else variables.get(m.group(1), "")
+
+
 def interpolate(text: str, variables: Mapping[str, str]) -> str:
-    """Compose's interpolation: ``${VAR}`` (and ``${VAR:-default}``) from the env file, ``$$`` -> ``$``."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        value = variables.get(match.group(1), "")
-        return value or (match.group(3) or "") if match.group(2) == ":-" else value
-
-    return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|-)([^}]*))?\}", one, text)
+    """Compose's interpolation as the compose file uses it: ``${VAR}`` from the env file, ``$$`` -> ``$``."""
+    result = re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", _one(variables), text)
+    assert "${" not in result, f"compose syntax the topology does not read: {text}"
+    return result
 
 
 def service_environment(name: str, variables: Mapping[str, str]) -> dict[str, str]:
@@ -158,14 +158,9 @@ class Container:
         return f"--- {self.name} ({self.log}):\n" + self.log.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        """SIGTERM to the group, then SIGKILL to whatever is left of it (run workers too)."""
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            with suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=grace)
+        stop_group(self.proc)
+        with suppress(ProcessLookupError):  # what outlived a leader that exited on SIGTERM
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -196,13 +191,7 @@ class Topology:
 
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One GraphQL request to the webserver, as the UI makes it."""
-        response = httpx.post(
-            f"http://{self.site.webserver}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
-        )
-        response.raise_for_status()
-        body = response.json()
-        assert not body.get("errors"), body["errors"]
-        return body["data"]
+        return Webserver(f"http://{self.site.webserver}").graphql(query, variables)
 
 
 def _start(topology: Topology, service: str, command: list[str], bin_dir: Path, cwd: str) -> Container:
@@ -341,23 +330,12 @@ def running_topology(
         yield topology
 
 
-LOCATION_QUERY = """
-query { workspaceOrError { ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
-} } } }
-"""
-
-
 def _location_loaded(topology: Topology) -> bool:
     topology.check_alive()
     try:
-        entries = topology.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+        return Webserver(f"http://{topology.site.webserver}").location_loaded()
     except httpx.HTTPError:
         return False
-    (entry,) = entries
-    loaded = entry["locationOrLoadError"]
-    assert loaded is None or loaded["__typename"] != "PythonError", loaded
-    return entry["loadStatus"] == "LOADED" and loaded is not None
 
 
 DAEMON_HEALTH_QUERY = """
