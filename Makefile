@@ -43,6 +43,7 @@ bench: install models test-deps
 	$(PY) benchmarks/processing.py
 	$(PY) benchmarks/audio_loudness.py
 	$(PY) benchmarks/dispatch.py
+	$(PY) benchmarks/reuse.py
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME)

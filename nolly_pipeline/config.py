@@ -30,6 +30,8 @@ DEFAULT_HEARTBEAT_SECONDS = 10.0  # a running op touches its row this often
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 300.0  # a running row untouched this long has a dead worker
 DEFAULT_DISPATCH_GRACE_SECONDS = 120.0  # a claimed row not yet taken by its run gets checked
 MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600  # S3 SigV4's limit, and the default lifetime
+# Whose finished jobs a new identical job may take its outputs from (NOLLY_REUSE_SCOPE).
+REUSE_SCOPES = ("user", "global", "off")
 
 
 def dagster_home() -> Path:
@@ -126,6 +128,9 @@ class Settings:
     max_duration_seconds: Mapping[str, float]
     # Days after completion a job keeps its Dagster partition (NOLLY_PARTITION_RETENTION_DAYS).
     partition_retention_days: int = DEFAULT_PARTITION_RETENTION_DAYS
+    # "user": a job may reuse the outputs of the same user's identical done job; "global":
+    # anyone's; "off": every job is processed (NOLLY_REUSE_SCOPE).
+    reuse_scope: str = "user"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -156,6 +161,9 @@ class Settings:
                 f"NOLLY_MAX_DURATION_SECONDS_{suffix}", env,
                 DEFAULT_MAX_DURATION_BY_TYPE.get(job_type.name, DEFAULT_MAX_DURATION_SECONDS),
             )
+        reuse_scope = (_env("NOLLY_REUSE_SCOPE", env) or "user").lower()
+        if reuse_scope not in REUSE_SCOPES:
+            raise ValueError(f"NOLLY_REUSE_SCOPE must be one of {', '.join(REUSE_SCOPES)}, got {reuse_scope!r}")
         return cls(
             database_url=_env("NOLLY_DATABASE_URL", env) or f"sqlite:///{home / 'nolly.db'}",
             storage=storage,  # type: ignore[arg-type]
@@ -187,6 +195,7 @@ class Settings:
             partition_retention_days=int(
                 _positive("NOLLY_PARTITION_RETENTION_DAYS", env, DEFAULT_PARTITION_RETENTION_DAYS)
             ),
+            reuse_scope=reuse_scope,
         )
 
     def backend_summary(self) -> dict[str, str]:

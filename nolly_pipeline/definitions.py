@@ -54,7 +54,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     )
     scratch = ScratchResource(root=str(settings.work_dir))
     return {
-        "job_store": JobStoreResource(database_url=database_url, heartbeat_seconds=settings.heartbeat_seconds),
+        "job_store": JobStoreResource(
+            database_url=database_url, heartbeat_seconds=settings.heartbeat_seconds, reuse_scope=settings.reuse_scope
+        ),
         "storage": storage,
         "scratch": scratch,
         "inputs": InputPolicyResource(

@@ -4,11 +4,13 @@ The download op calls :func:`acquire_input`; everything about where inputs may c
 and how big or long they may be is decided here, not in the Dagster glue. The file is
 probed before any processing is spent on it, whichever backend will run the job: an audio
 file sent to roto, a truncated upload or a four-hour clip fails here with one sentence,
-not minutes later inside an encoder or a paid remote prediction.
+not minutes later inside an encoder or a paid remote prediction. The SHA-256 of the bytes
+(the content half of the result-reuse key) is computed as they stream in.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -16,7 +18,7 @@ from typing import Mapping
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.job_types import JobType
 from nolly_pipeline.storage.http_fetch import HttpFetcher, too_large
-from nolly_pipeline.storage.objects import ObjectStore
+from nolly_pipeline.storage.objects import Digest, ObjectStore
 from nolly_pipeline.storage.urls import ObjectRef, describe_url
 from nolly_pipeline.validation import JobSpec
 
@@ -34,6 +36,8 @@ class AcquiredInput:
     size: int
     # Where it came from, for run metadata (never contains credentials).
     origin: str
+    # Hex SHA-256 of the file's bytes, computed while downloading.
+    sha256: str
 
 
 def acquire_input(
@@ -41,22 +45,23 @@ def acquire_input(
 ) -> AcquiredInput:
     """Copy the job's input into ``dest_dir`` and check it is media this job type can use."""
     dest = dest_dir / spec.source.filename
+    digest = hashlib.sha256()
     if isinstance(spec.source, ObjectRef):
-        size = _download_object(objects, spec.source, dest, limits.max_bytes)
+        size = _download_object(objects, spec.source, dest, limits.max_bytes, digest)
         origin = f"{spec.source.bucket}/{spec.source.key}"
     else:
-        size = fetcher.fetch(spec.source.url, dest, limits.max_bytes).size
+        size = fetcher.fetch(spec.source.url, dest, limits.max_bytes, digest).size
         origin = describe_url(spec.source.url)
     check_media(dest, spec.job_type, limits.max_duration_seconds[spec.job_type.name])
-    return AcquiredInput(path=dest, size=size, origin=origin)
+    return AcquiredInput(path=dest, size=size, origin=origin, sha256=digest.hexdigest())
 
 
-def _download_object(objects: ObjectStore, ref: ObjectRef, dest: Path, max_bytes: int) -> int:
+def _download_object(objects: ObjectStore, ref: ObjectRef, dest: Path, max_bytes: int, digest: Digest) -> int:
     """Download after a HEAD shows the object fits; re-check after, in case it was replaced."""
     declared = objects.size(ref.bucket, ref.key)
     if declared > max_bytes:
         raise too_large(declared, max_bytes)
-    size = objects.download(ref.bucket, ref.key, dest)
+    size = objects.download(ref.bucket, ref.key, dest, digest)
     if size > max_bytes:
         dest.unlink(missing_ok=True)
         raise too_large(size, max_bytes)

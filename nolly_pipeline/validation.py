@@ -6,11 +6,14 @@ launches do not pass through the sensor.
 
 Settings are checked against the job type's settings model (the local processors' pydantic
 models, which forbid unknown fields) whatever the backend: a typo such as ``smothing`` must
-fail the same way whether the type runs locally or on Replicate.
+fail the same way whether the type runs locally or on Replicate. One key is the pipeline's,
+not the processor's: ``"reuse": false`` asks for processing even when an identical job
+already finished (see :mod:`nolly_pipeline.reuse`); it is taken out before the check.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Collection
 
@@ -35,7 +38,10 @@ SETTINGS_MODELS: dict[str, type[BaseModel]] = {
 class JobSpec:
     job_type: JobType
     source: InputSource
+    # The processor's settings (without ``reuse``).
     settings: dict[str, Any]
+    # False when the job asked to be processed even if an identical one already finished.
+    reuse: bool = True
 
 
 def job_type_of(row: JobRow) -> JobType:
@@ -67,6 +73,10 @@ def validate_row(
         settings = {}
     if not isinstance(settings, dict):
         raise InputError(f"input_data.settings must be a JSON object, got {type(settings).__name__}")
+    settings = dict(settings)
+    reuse = settings.pop("reuse", True)
+    if not isinstance(reuse, bool):
+        raise InputError(f"settings.reuse must be true or false, got {json.dumps(reuse)}")
     predictor.validate(settings)
     parse_settings(settings_model(job_type), settings)
-    return JobSpec(job_type=job_type, source=source, settings=settings)
+    return JobSpec(job_type=job_type, source=source, settings=settings, reuse=reuse)

@@ -6,6 +6,7 @@ the root conftest, also used by the orchestration bad-input corpus).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from nolly_pipeline.errors import InputError
 from nolly_pipeline.inputs import InputLimits, _clock, acquire_input, check_media
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.storage.http_fetch import HttpFetcher
-from nolly_pipeline.storage.objects import LocalObjectStore
+from nolly_pipeline.storage.objects import Digest, LocalObjectStore
 from nolly_pipeline.storage.urls import HttpSource, ObjectRef
 from nolly_pipeline.validation import JobSpec
 from nolly_pipeline_tests.http_server import LocalServer, fake_resolver
@@ -49,6 +50,7 @@ def test_media_the_type_takes_is_acquired(objects: LocalObjectStore, tmp_path: P
     acquired = acquire(objects, tmp_path / "dest", job_type, name)
     assert acquired.path == tmp_path / "dest" / name and acquired.path.stat().st_size == acquired.size
     assert acquired.origin == f"vfx-assets/u/{name}"
+    assert acquired.sha256 == hashlib.sha256(acquired.path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -77,9 +79,9 @@ def test_unusable_media_is_refused_readably(
 class CountingStore(LocalObjectStore):
     downloads = 0
 
-    def download(self, bucket: str, key: str, dest: Path) -> int:
+    def download(self, bucket: str, key: str, dest: Path, digest: Digest | None = None) -> int:
         self.downloads += 1
-        return super().download(bucket, key, dest)
+        return super().download(bucket, key, dest, digest)
 
 
 def test_oversize_object_is_refused_from_its_size_without_downloading(tmp_path: Path, media: dict[str, bytes]) -> None:
@@ -124,6 +126,7 @@ def test_http_source_is_fetched_and_checked(tmp_path: Path, media: dict[str, byt
         acquired = acquire_input(job, LocalObjectStore(tmp_path), fetcher, LIMITS, tmp_path / "dest")
         assert acquired.path.read_bytes() == media["clip.mp4"]
         assert acquired.origin == f"http://media.test:{server.port}/media/clip.mp4"  # no token
+        assert acquired.sha256 == hashlib.sha256(media["clip.mp4"]).hexdigest()
 
         audio = JobSpec(JOB_TYPES["roto"], HttpSource(f"http://media.test:{server.port}/media/take.wav"), {})
         with pytest.raises(InputError, match="roto needs video or image input, got audio"):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, jobs, notifications
+from nolly_pipeline.db.tables import DONE, FAILED, PENDING, QUEUED, RUNNING, jobs, notifications
 from nolly_pipeline.errors import CanceledError, StaleRunError
 from nolly_pipeline.job_types import label as _label
 
@@ -52,6 +52,8 @@ class JobRow:
     cancel_requested_at: dt.datetime | None
     max_attempts: int
     progress: float | None
+    phase: str | None
+    reuse_key: str | None
 
     @property
     def attempts_left(self) -> int:
@@ -86,6 +88,26 @@ class RunIdentity:
     resumes: tuple[str, ...] = ()
     # "host:pid" of the worker process; None when acting from outside a worker.
     worker: str | None = None
+
+
+@dataclass
+class TypeStats:
+    """One job type's numbers over a window (``nolly-pipeline stats``)."""
+
+    job_type: str
+    by_status: dict[str, int] = field(default_factory=dict)
+    # Seconds from submission (created_at) to done; reused rows are those whose outputs
+    # were copied from an earlier identical job.
+    processed_seconds: list[float] = field(default_factory=list)
+    reused_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def reused(self) -> int:
+        return len(self.reused_seconds)
 
 
 class JobStore:
@@ -134,6 +156,28 @@ class JobStore:
             .limit(limit)
         )
 
+    def done_with_reuse_key(
+        self,
+        reuse_key: str,
+        *,
+        user_id: uuid.UUID | None = None,
+        exclude: uuid.UUID | None = None,
+        limit: int = 5,
+    ) -> list[JobRow]:
+        """Done rows with this result-reuse key, newest first (partial index
+        ``ix_jobs_reuse_key_done``); only ``user_id``'s when given."""
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.reuse_key == reuse_key, jobs.c.status == DONE)
+            .order_by(jobs.c.completed_at.desc())
+            .limit(limit)
+        )
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == user_id)
+        if exclude is not None:
+            query = query.where(jobs.c.id != exclude)
+        return self._rows(query)
+
     # --- inserts (the frontend's side; used by the CLI and tests) ---------------------------
     def insert_job(
         self,
@@ -156,6 +200,63 @@ class JobStore:
                 )
             )
         return job_id
+
+    # --- operators (the CLI) --------------------------------------------------------------
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        user_id: uuid.UUID | str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 50,
+    ) -> list[JobRow]:
+        """Newest first, filtered on what was given (``ix_jobs_created_at``)."""
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        if job_type is not None:
+            query = query.where(jobs.c.type == job_type)
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == _as_uuid(user_id))
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        return self._rows(query)
+
+    def stats(self, since: dt.datetime) -> list[TypeStats]:
+        """Counts by status, reuse and time to done per type, for rows created since ``since``."""
+        reused_from = jobs.c.output_data["reused_from"].as_string()
+        query = sa.select(
+            jobs.c.type, jobs.c.status, jobs.c.created_at, jobs.c.completed_at, reused_from.label("reused_from")
+        ).where(jobs.c.created_at >= since)
+        out: dict[str, TypeStats] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                entry = out.setdefault(r.type, TypeStats(r.type))
+                status = r.status or PENDING
+                entry.by_status[status] = entry.by_status.get(status, 0) + 1
+                if status != DONE or r.completed_at is None or r.created_at is None:
+                    continue
+                seconds = (r.completed_at - r.created_at).total_seconds()
+                if r.reused_from:
+                    entry.reused_seconds.append(seconds)
+                else:
+                    entry.processed_seconds.append(seconds)
+        return sorted(out.values(), key=lambda e: e.job_type)
+
+    def request_retry(self, job_id: uuid.UUID | str) -> bool:
+        """The frontend's retry, verbatim: ``UPDATE jobs SET status = 'pending' WHERE id = $1``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(status=PENDING))
+        return result.rowcount == 1
+
+    def request_cancel(self, job_id: uuid.UUID | str) -> bool:
+        """The frontend's cancel, verbatim: ``UPDATE jobs SET cancel_requested_at = now() WHERE id = $1``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(cancel_requested_at=sa.func.now())
+            )
+        return result.rowcount == 1
 
     # --- dispatch (sensor) ----------------------------------------------------------------
     def claim_dispatchable(self, limit: int) -> list[JobRow]:
@@ -192,6 +293,8 @@ class JobStore:
                 completed_at=None,
                 started_at=None,
                 progress=None,
+                phase=QUEUED,
+                reuse_key=None,  # belongs to an attempt: this one's download computes it
             )
             .returning(*jobs.c)
         )
@@ -209,7 +312,7 @@ class JobStore:
             result = conn.execute(
                 sa.update(jobs)
                 .where(self._unstarted(row))
-                .values(dispatched_at=None, updated_at=utcnow())
+                .values(dispatched_at=None, phase=None, updated_at=utcnow())
             )
         return result.rowcount == 1
 
@@ -253,6 +356,7 @@ class JobStore:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.status != RUNNING)
             take["attempt"] = jobs.c.attempt + 1
             take["dispatched_at"] = now
+            take["reuse_key"] = None  # the new attempt's download computes it afresh
         else:
             cond = sa.and_(jobs.c.id == job_id, jobs.c.attempt == run.attempt, jobs.c.status == PENDING)
         with self.engine.begin() as conn:
@@ -307,6 +411,21 @@ class JobStore:
             raise CanceledError()
         raise StaleRunError(f"job {job_id} was taken over while this run worked on it")
 
+    def set_phase(
+        self, job_id: uuid.UUID | str, run: RunIdentity, phase: str, reuse_key: str | None = None
+    ) -> bool:
+        """Say what the run is doing now (``downloading``, ``processing``, ``uploading``) for
+        the frontend, and record the job's result-reuse key once it is known. Fenced on the
+        run owning the row; False when it no longer does (the next heartbeat stops the op)."""
+        values: dict[str, Any] = {"phase": phase, "updated_at": utcnow()}
+        if reuse_key is not None:
+            values["reuse_key"] = reuse_key
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(jobs).where(self._owned_by(_as_uuid(job_id), run.run_id, run.worker)).values(**values)
+            )
+        return result.rowcount == 1
+
     def requeue(self, row: JobRow, reason: str) -> bool:
         """Give a row whose run died back to the dispatcher for a new attempt (fenced)."""
         assert row.dagster_run_id is not None
@@ -320,6 +439,7 @@ class JobStore:
                     dagster_run_id=None,
                     error_message=reason,
                     progress=None,
+                    phase=None,
                     updated_at=utcnow(),
                 )
             )
@@ -390,6 +510,7 @@ class JobStore:
                     dispatched_at=None,
                     cancel_requested_at=None,
                     progress=1.0 if status == DONE else None,
+                    phase=None,
                 )
             )
             if result.rowcount != 1:

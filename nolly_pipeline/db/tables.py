@@ -16,6 +16,8 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 TERMINAL_STATUSES = (DONE, FAILED)
+# What a live job is doing (``jobs.phase``); NULL before dispatch and once the job is final.
+QUEUED, DOWNLOADING, PROCESSING, UPLOADING = "queued", "downloading", "processing", "uploading"
 
 jobs = sa.Table(
     "jobs",
@@ -50,6 +52,13 @@ jobs = sa.Table(
     sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="3"),
     # Fraction done (0..1) of the current attempt, for a progress bar.
     sa.Column("progress", sa.Float()),
+    # What the current attempt is doing: queued (run requested), downloading, processing,
+    # uploading; NULL when no run is on the row (pending before dispatch, done, failed).
+    sa.Column("phase", sa.Text()),
+    # SHA-256 over input bytes, validated settings, type and backend version (see reuse.py),
+    # recorded by the attempt's download and cleared when a new attempt starts; a done row
+    # with the same key can hand its outputs to a new job.
+    sa.Column("reuse_key", sa.Text()),
 )
 
 # The sensor's query: O(new rows), whatever the backlog of dispatched-but-unfinished rows.
@@ -60,6 +69,14 @@ sa.Index(
     sqlite_where=sa.text("status = 'pending' AND dispatched_at IS NULL"),
 )
 sa.Index("ix_jobs_status", jobs.c.status)
+sa.Index("ix_jobs_created_at", jobs.c.created_at)
+sa.Index(
+    "ix_jobs_reuse_key_done",
+    jobs.c.reuse_key,
+    jobs.c.completed_at,
+    postgresql_where=sa.text("status = 'done' AND reuse_key IS NOT NULL"),
+    sqlite_where=sa.text("status = 'done' AND reuse_key IS NOT NULL"),
+)
 sa.Index(
     "ix_jobs_cancel_requested",
     jobs.c.cancel_requested_at,

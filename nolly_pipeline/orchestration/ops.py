@@ -19,8 +19,10 @@ from typing import Any, Iterator
 
 from dagster import Backoff, Failure, Jitter, MetadataValue, OpDefinition, OpExecutionContext, RetryPolicy, op
 
+from nolly_pipeline import reuse
 from nolly_pipeline.config import OUTPUT_BUCKET
 from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.db.tables import DOWNLOADING, PROCESSING, UPLOADING
 from nolly_pipeline.errors import NollyError, TransientError, internal_error_message
 from nolly_pipeline.inputs import acquire_input
 from nolly_pipeline.orchestration.resources import (
@@ -30,7 +32,7 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
-from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG
+from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG, REUSE_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
@@ -138,11 +140,15 @@ class Heartbeat:
 
 
 @contextmanager
-def owned_row(context: OpExecutionContext, job_store: JobStoreResource) -> Iterator[tuple[JobRow, Heartbeat]]:
-    """Take (or re-confirm) the row for this run and keep its heartbeat going meanwhile."""
+def owned_row(
+    context: OpExecutionContext, job_store: JobStoreResource, phase: str
+) -> Iterator[tuple[JobRow, Heartbeat]]:
+    """Take (or re-confirm) the row for this run, say what the op does (``jobs.phase``), and
+    keep its heartbeat going meanwhile."""
     store = job_store.store()
     run = run_identity(context)
     row = store.start_run(context.partition_key, run)
+    store.set_phase(row.id, run, phase)
     with Heartbeat(store, row.id, run, job_store.heartbeat_seconds) as beat:
         yield row, beat
 
@@ -156,18 +162,27 @@ def download(
     scratch: ScratchResource,
     inputs: InputPolicyResource,
 ) -> MediaBundle:
-    """Fetch the job's input (storage or an allowed web host) into scratch and check it."""
-    with job_errors("download"), owned_row(context, job_store) as (row, _):
-        spec = validate_row(row, storage.public_base_url, predictors.predictor(row.type), inputs.allowed_hosts)
+    """Fetch the job's input (storage or an allowed web host) into scratch and check it.
+
+    The input's SHA-256 is computed on the way in; with it the job's result-reuse key is
+    known and recorded on the row (see :mod:`nolly_pipeline.reuse`).
+    """
+    with job_errors("download"), owned_row(context, job_store, DOWNLOADING) as (row, beat):
+        predictor = predictors.predictor(row.type)
+        spec = validate_row(row, storage.public_base_url, predictor, inputs.allowed_hosts)
         acquired = acquire_input(
             spec, storage.store(), inputs.fetcher(), inputs.limits(), scratch.run_dir(context.run_id) / "source"
         )
-        context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size})
+        key = reuse.reuse_key(spec, predictor, acquired.sha256)
+        if key:
+            beat.store.set_phase(row.id, beat.run, DOWNLOADING, reuse_key=key)
+        context.add_output_metadata({"source": acquired.origin, "bytes": acquired.size, "sha256": acquired.sha256})
         return MediaBundle.single(
             acquired.path,
             "source",
             mimetypes.guess_type(acquired.path.name)[0] or "application/octet-stream",
             origin=acquired.origin,
+            reuse_key=key,
         )
 
 
@@ -180,12 +195,19 @@ def _predict(
     scratch: ScratchResource,
     inputs: InputPolicyResource,
 ) -> MediaBundle:
-    """Run the type's backend (local processing or Replicate) on the downloaded input."""
-    with job_errors("predict"), owned_row(context, job_store) as (row, beat):
+    """Run the type's backend (local processing or Replicate) on the downloaded input, unless
+    an identical job already finished: then hand its outputs on to ``publish`` instead."""
+    with job_errors("predict"), owned_row(context, job_store, PROCESSING) as (row, beat):
         predictor = predictors.predictor(row.type)
         spec = validate_row(row, storage.public_base_url, predictor, inputs.allowed_hosts)
         work = scratch.run_dir(context.run_id) / f"predict-{context.retry_number}"
         objects = storage.store()
+        key = source.metadata.get("reuse_key")
+        allowed = key and spec.reuse and context.run.tags.get(REUSE_TAG) != "false"
+        found = reuse.find_source(beat.store, objects, row, key, job_store.reuse_scope) if allowed else None
+        if found is not None:
+            context.add_output_metadata({"backend": "reused", "reused_from": str(found.id)})
+            return MediaBundle(files=(), metadata={"reused_from": str(found.id), "reused_output": found.output_data})
 
         def fetch_asset(url: str) -> Path:
             ref = resolve_input_url(url, storage.public_base_url, row.user_id)
@@ -232,32 +254,49 @@ def publish(
     """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
 
     The key comes from the row, never from the job's input, so a user cannot choose where
-    an output lands. The success hook writes the returned ``output_data`` to the row.
+    an output lands. A reused result is copied there (server-side on S3) from the earlier
+    job's outputs, and ``output_data.reused_from`` names that job. The success hook writes
+    the returned ``output_data`` to the row.
     """
-    with job_errors("publish"), owned_row(context, job_store) as (row, _):
+    with job_errors("publish"), owned_row(context, job_store, UPLOADING) as (row, _):
         objects = storage.store()
-        files = []
-        for index, f in enumerate(result.files):
-            key = f"{row.user_id}/{row.id}/a{row.attempt}/{index:02d}-{safe_filename(f.path.name, 'output')}"
-            objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
-            files.append(
-                {
-                    "role": f.role,
-                    "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, key)),
-                    "storage_path": key,
-                    "content_type": f.content_type,
-                    "bytes": f.path.stat().st_size,
-                }
-            )
+        prefix = f"{row.user_id}/{row.id}/a{row.attempt}"
+        reused_from = result.metadata.get("reused_from")
+        if reused_from:
+            source_output = result.metadata["reused_output"]
+            stored = reuse.copy_outputs(objects, reused_from, source_output, prefix)
+            metadata = source_output.get("metadata") or {}
+        else:
+            stored = []
+            for index, f in enumerate(result.files):
+                key = f"{prefix}/{index:02d}-{safe_filename(f.path.name, 'output')}"
+                objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
+                stored.append(reuse.StoredFile(f.role, key, f.content_type, f.path.stat().st_size))
+            metadata = result.metadata
+        files = [
+            {
+                "role": f.role,
+                "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, f.storage_path)),
+                "storage_path": f.storage_path,
+                "content_type": f.content_type,
+                "bytes": f.bytes,
+            }
+            for f in stored
+        ]
         output_data = {
             "output_url": files[0]["url"],
             "storage_path": files[0]["storage_path"],
             "bucket": OUTPUT_BUCKET,
             "files": files,
-            "metadata": result.metadata,
+            "metadata": metadata,
+            **({"reused_from": reused_from} if reused_from else {}),
         }
         context.add_output_metadata(
-            {"output_url": files[0]["url"], "output_data": MetadataValue.json(output_data)}
+            {
+                "output_url": files[0]["url"],
+                "output_data": MetadataValue.json(output_data),
+                **({"reused_from": reused_from} if reused_from else {}),
+            }
         )
         return output_data
 

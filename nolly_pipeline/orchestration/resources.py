@@ -53,6 +53,8 @@ class JobStoreResource(ConfigurableResource):
     database_url: str
     # How often a working run touches its row; see the reconciler's heartbeat timeout.
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    # Whose finished identical jobs a job may take its outputs from: user, global or off.
+    reuse_scope: str = "user"
 
     def store(self) -> JobStore:
         return JobStore(get_engine(self.database_url))

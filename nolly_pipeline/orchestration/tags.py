@@ -9,3 +9,6 @@ PARTITION_TAG = "dagster/partition"
 ASSET_RESUME_RETRY_TAG = "dagster/is_asset_resume_retry"
 # Read by Dagster's run monitoring: a run still going after this many seconds is failed.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+# A run tagged "nolly/reuse": "false" (e.g. a backfill launched to reprocess) never takes a
+# finished identical job's outputs.
+REUSE_TAG = "nolly/reuse"

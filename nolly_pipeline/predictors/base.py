@@ -37,6 +37,12 @@ class Predictor(Protocol):
 
     backend: str
 
+    @property
+    def version(self) -> str | None:
+        """What produces the outputs, as a string that changes whenever they could change for
+        the same input and settings (part of the result-reuse key); None when that cannot be
+        known, and then results are never reused."""
+
     def validate(self, settings: Mapping[str, Any]) -> None:
         """Raise :class:`~nolly_pipeline.errors.InputError` naming the field for bad settings."""
 
@@ -50,6 +56,7 @@ class UnavailablePredictor:
     job_type: str
     reason: str
     backend: str = "none"
+    version: None = None
 
     def validate(self, settings: Mapping[str, Any]) -> None:
         from nolly_pipeline.errors import PermanentError

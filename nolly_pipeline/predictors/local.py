@@ -23,6 +23,8 @@ Runner = Callable[[PredictionRequest, Any], ProcessingResult]
 class LocalPredictor:
     settings_model: type[BaseModel]
     runner: Runner
+    # The processor's PROCESSING_VERSION: part of the result-reuse key.
+    version: str
     backend: str = "local"
 
     def validate(self, settings: Mapping[str, Any]) -> None:
@@ -35,27 +37,27 @@ class LocalPredictor:
 
 
 def color_grade_predictor(models_dir: Path) -> LocalPredictor:
-    from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade
+    from nolly_pipeline.processing.color_grade import PROCESSING_VERSION, ColorGradeSettings, color_grade
 
     def run(request: PredictionRequest, settings: ColorGradeSettings) -> ProcessingResult:
         lut_path = request.fetch_asset(settings.lut_url) if settings.lut_url else None
         return color_grade(request.source, request.work_dir, settings, lut_path=lut_path, progress=request.progress)
 
-    return LocalPredictor(ColorGradeSettings, run)
+    return LocalPredictor(ColorGradeSettings, run, PROCESSING_VERSION)
 
 
 def audio_clean_predictor(models_dir: Path) -> LocalPredictor:
-    from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean
+    from nolly_pipeline.processing.audio_clean import PROCESSING_VERSION, AudioCleanSettings, audio_clean
 
     def run(request: PredictionRequest, settings: AudioCleanSettings) -> ProcessingResult:
         return audio_clean(request.source, request.work_dir, settings, progress=request.progress)
 
-    return LocalPredictor(AudioCleanSettings, run)
+    return LocalPredictor(AudioCleanSettings, run, PROCESSING_VERSION)
 
 
 def roto_predictor(models_dir: Path) -> LocalPredictor:
     from nolly_pipeline.processing.models import selfie_model_path
-    from nolly_pipeline.processing.roto import RotoSettings, roto
+    from nolly_pipeline.processing.roto import PROCESSING_VERSION, RotoSettings, roto
 
     def run(request: PredictionRequest, settings: RotoSettings) -> ProcessingResult:
         return roto(
@@ -67,4 +69,4 @@ def roto_predictor(models_dir: Path) -> LocalPredictor:
             progress=request.progress,
         )
 
-    return LocalPredictor(RotoSettings, run)
+    return LocalPredictor(RotoSettings, run, PROCESSING_VERSION)

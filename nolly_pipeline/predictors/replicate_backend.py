@@ -81,6 +81,23 @@ class ReplicatePredictor:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
+    @property
+    def version(self) -> str | None:
+        """The pinned model version and how job fields map onto its inputs. None for a bare
+        ``owner/name``: Replicate may serve a newer version at any moment, so its results are
+        never reused."""
+        if ":" not in self.model.ref:
+            return None
+        return json.dumps(
+            {
+                "model": self.model.ref,
+                "file_input": self.model.file_input,
+                "static": dict(self.model.static_input),
+                "settings_map": dict(self.model.settings_map),
+            },
+            sort_keys=True,
+        )
+
     def validate(self, settings: Mapping[str, Any]) -> None:
         """Nothing backend-specific: :func:`nolly_pipeline.validation.validate_row` checks the
         settings against the job type's settings model for every backend (this predictor is

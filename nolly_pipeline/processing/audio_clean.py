@@ -49,6 +49,10 @@ from nolly_pipeline.processing.media import (
 )
 from nolly_pipeline.processing.settings import AudioCleanSettings
 
+# Bump when a change alters what this processor outputs for the same input and settings:
+# finished jobs made by an older version then stop being reused for new ones (reuse.py).
+PROCESSING_VERSION = "audio-clean/1"
+
 WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}

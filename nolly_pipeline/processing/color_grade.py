@@ -37,6 +37,10 @@ from nolly_pipeline.processing.media import (
 )
 from nolly_pipeline.processing.settings import ColorGradeSettings
 
+# Bump when a change alters what this processor outputs for the same input and settings:
+# finished jobs made by an older version then stop being reused for new ones (reuse.py).
+PROCESSING_VERSION = "color-grade/1"
+
 LUT_SIZE = 33
 _IMAGE_CODECS = {"png": ("png", "image/png"), "mjpeg": ("mjpeg", "image/jpeg")}
 # Rec. 709 luma weights: the same "brightness" the eye and the broadcast matrices use.

@@ -52,6 +52,10 @@ from nolly_pipeline.processing.media import (
 )
 from nolly_pipeline.processing.settings import RotoSettings
 
+# Bump when a change alters what this processor outputs for the same input and settings:
+# finished jobs made by an older version then stop being reused for new ones (reuse.py).
+PROCESSING_VERSION = "roto/1"
+
 # Frames wider than this use the landscape model: 4:3 is equally far (in log scale) from
 # the square model's 1:1 and the landscape model's 16:9.
 _LANDSCAPE_MIN_ASPECT = 4 / 3

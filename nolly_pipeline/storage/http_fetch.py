@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from nolly_pipeline.errors import InputError, TransientError
+from nolly_pipeline.storage.objects import Digest
 from nolly_pipeline.storage.urls import describe_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -94,9 +95,10 @@ class HttpFetcher:
         self.max_seconds = max_seconds
         self._test_addresses = frozenset(ipaddress.ip_address(a) for a in allow_addresses_for_tests)
 
-    def fetch(self, url: str, dest: Path, max_bytes: int) -> FetchResult:
+    def fetch(self, url: str, dest: Path, max_bytes: int, digest: Digest | None = None) -> FetchResult:
         """Stream ``url`` to ``dest``; raise InputError for anything refused, TransientError
-        for failures worth retrying (5xx, 429, network). ``dest`` is removed on failure."""
+        for failures worth retrying (5xx, 429, network). ``dest`` is removed on failure.
+        ``digest`` is updated with the body's bytes as they are written."""
         deadline = time.monotonic() + self.max_seconds
         # trust_env=False: a proxy from the environment would resolve names itself.
         with httpx.Client(timeout=self.timeout, trust_env=False, follow_redirects=False) as client:
@@ -109,7 +111,7 @@ class HttpFetcher:
                             url = urljoin(url, response.headers["location"])
                             continue
                         _check_status(response, url)
-                        size = self._save(response, dest, max_bytes, deadline)
+                        size = self._save(response, dest, max_bytes, deadline, digest)
                         return FetchResult(size=size, final_url=describe_url(url))
                 except httpx.TransportError as exc:
                     dest.unlink(missing_ok=True)
@@ -157,7 +159,9 @@ class HttpFetcher:
             extensions={"sni_hostname": host},
         )
 
-    def _save(self, response: httpx.Response, dest: Path, max_bytes: int, deadline: float) -> int:
+    def _save(
+        self, response: httpx.Response, dest: Path, max_bytes: int, deadline: float, digest: Digest | None
+    ) -> int:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise too_large(int(declared), max_bytes)
@@ -171,6 +175,8 @@ class HttpFetcher:
                         raise too_large(size, max_bytes, at_least=True)
                     if time.monotonic() > deadline:
                         raise InputError(f"fetching the input took longer than {self.max_seconds:g} s")
+                    if digest is not None:
+                        digest.update(chunk)
                     fh.write(chunk)
         except BaseException:
             dest.unlink(missing_ok=True)

@@ -2,6 +2,9 @@
 
 Both backends move whole files between disk and storage, streaming, so a 4 GB clip never
 sits in memory. Buckets and keys are the only addressing; URL forms live in :mod:`urls`.
+A download can feed a digest (SHA-256 for result reuse) with the bytes as they arrive, so
+the file is never read a second time to hash it. ``copy`` duplicates an object inside the
+store (server-side on S3) and never exposes a half-written one.
 """
 
 from __future__ import annotations
@@ -9,22 +12,31 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from nolly_pipeline.errors import InputError, TransientError
 
+# S3's limit for a single CopyObject; bigger objects are copied in parts, still server-side.
+MAX_SINGLE_COPY_BYTES = 5 * 1024**3
+
 
 class ObjectStore(Protocol):
     """What the pipeline needs from storage."""
 
-    def download(self, bucket: str, key: str, dest: Path) -> int:
-        """Copy the object to ``dest``; return its size. Missing object -> InputError."""
+    def download(self, bucket: str, key: str, dest: Path, digest: "Digest | None" = None) -> int:
+        """Copy the object to ``dest``; return its size. Missing object -> InputError.
+        ``digest`` (a hashlib object) is updated with the bytes in order while they stream."""
 
     def upload(self, src: Path, bucket: str, key: str, content_type: str | None = None) -> None: ...
+
+    def copy(self, bucket: str, src_key: str, dest_key: str) -> None:
+        """Duplicate an object within ``bucket``; readers see all of it or nothing.
+        Missing source -> InputError."""
 
     def exists(self, bucket: str, key: str) -> bool: ...
 
@@ -38,6 +50,30 @@ class ObjectStore(Protocol):
 
     def presigned_url(self, bucket: str, key: str, expires_seconds: int) -> str | None:
         """A time-limited HTTP(S) URL, or None when the backend cannot serve one."""
+
+
+class Digest(Protocol):
+    """What a download needs from a ``hashlib`` object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+class _HashingWriter:
+    """A write-only, non-seekable file that hashes what it writes.
+
+    Non-seekable on purpose: boto3's transfer manager then writes ranged parts in order
+    (still fetched in parallel), which is what a running digest needs.
+    """
+
+    def __init__(self, fh: BinaryIO, digest: Digest) -> None:
+        self.fh, self.digest = fh, digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _safe_key(key: str) -> str:
@@ -57,12 +93,16 @@ class LocalObjectStore:
     def _path(self, bucket: str, key: str) -> Path:
         return self.root / _safe_key(bucket) / _safe_key(key)
 
-    def download(self, bucket: str, key: str, dest: Path) -> int:
+    def download(self, bucket: str, key: str, dest: Path, digest: Digest | None = None) -> int:
         src = self._path(bucket, key)
         if not src.is_file():
             raise InputError(f"input file not found: {bucket}/{key}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        if digest is None:
+            shutil.copyfile(src, dest)
+        else:
+            with open(src, "rb") as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, _HashingWriter(fout, digest), 1 << 20)  # type: ignore[misc]
         return dest.stat().st_size
 
     def upload(self, src: Path, bucket: str, key: str, content_type: str | None = None) -> None:
@@ -71,6 +111,12 @@ class LocalObjectStore:
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)  # readers never see a half-written object
+
+    def copy(self, bucket: str, src_key: str, dest_key: str) -> None:
+        src = self._path(bucket, src_key)
+        if not src.is_file():
+            raise InputError(f"input file not found: {bucket}/{src_key}")
+        self.upload(src, bucket, dest_key)
 
     def exists(self, bucket: str, key: str) -> bool:
         return self._path(bucket, key).is_file()
@@ -139,11 +185,16 @@ class S3ObjectStore:
         )
         return cls(client, region)
 
-    def download(self, bucket: str, key: str, dest: Path) -> int:
+    def download(self, bucket: str, key: str, dest: Path, digest: Digest | None = None) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client.download_file(bucket, key, str(dest))
+            if digest is None:
+                self.client.download_file(bucket, key, str(dest))
+            else:
+                with open(dest, "wb") as fh:
+                    self.client.download_fileobj(bucket, key, _HashingWriter(fh, digest))
         except (ClientError, BotoCoreError) as exc:
+            dest.unlink(missing_ok=True)
             raise _storage_error(exc, f"{bucket}/{key}") from None
         return dest.stat().st_size
 
@@ -153,6 +204,18 @@ class S3ObjectStore:
             self.client.upload_file(str(src), bucket, key, ExtraArgs=extra)
         except (ClientError, BotoCoreError) as exc:
             raise _storage_error(exc, f"{bucket}/{key}") from None
+
+    def copy(self, bucket: str, src_key: str, dest_key: str) -> None:
+        """Server-side: no byte passes through this process. Objects up to 5 GB take one
+        CopyObject (atomic, metadata kept); larger ones a multipart copy, whose object only
+        appears when the upload completes."""
+        try:
+            self.client.copy(
+                {"Bucket": bucket, "Key": src_key}, bucket, dest_key,
+                Config=TransferConfig(multipart_threshold=MAX_SINGLE_COPY_BYTES),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error(exc, f"{bucket}/{src_key}") from None
 
     def exists(self, bucket: str, key: str) -> bool:
         try:

@@ -226,3 +226,49 @@ def test_a_ui_resume_continues_the_attempt_its_parent_run_took(store: JobStore, 
     with pytest.raises(StaleRunError, match="already being processed .* left that attempt untouched"):
         store.start_run(job_id, RunIdentity("m2", None))
     assert store.get(job_id).dagster_run_id == "m1-resume"  # type: ignore[union-attr]
+
+
+def test_phase_is_queued_on_claim_set_by_the_owning_run_and_cleared_when_final(
+    store: JobStore, user_id: uuid.UUID
+) -> None:
+    done_id, requeued_id, released_id = (store.insert_job("roto", INPUT, user_id) for _ in range(3))
+    assert store.get(done_id).phase is None  # pending, not seen by the pipeline yet
+    claimed = {r.id: r for r in store.claim_dispatchable(10)}
+    assert {r.phase for r in claimed.values()} == {"queued"}
+
+    run = sensor_run("r1", 1)
+    store.start_run(done_id, run)
+    assert store.set_phase(done_id, run, "processing", reuse_key="k" * 64)
+    assert not store.set_phase(done_id, sensor_run("stale", 1), "uploading")  # fenced on the owner
+    row = store.get(done_id)
+    assert (row.phase, row.reuse_key) == ("processing", "k" * 64)
+    assert store.finish_done(done_id, "r1", {"output_url": "u"})
+    assert (store.get(done_id).phase, store.get(done_id).reuse_key) == (None, "k" * 64)
+    with store.engine.begin() as conn:  # the frontend's retry: a new attempt computes its own key
+        conn.execute(jobs.update().where(jobs.c.id == done_id).values(status="pending"))
+    (again,) = store.claim_dispatchable(10)
+    assert (again.id, again.attempt, again.reuse_key, again.phase) == (done_id, 2, None, "queued")
+
+    store.start_run(requeued_id, sensor_run("r2", 1))
+    assert store.requeue(store.get(requeued_id), "worker died")
+    assert store.get(requeued_id).phase is None
+    assert store.release_dispatch(claimed[released_id])
+    assert store.get(released_id).phase is None
+
+
+def test_operator_listing_and_stats_on_both_databases(store: JobStore, user_id: uuid.UUID) -> None:
+    import datetime as dt
+
+    from nolly_pipeline.db.jobs import utcnow
+
+    processed, reused, waiting = (store.insert_job(t, INPUT, user_id) for t in ("roto", "roto", "audio-clean"))
+    store.claim_dispatchable(10)
+    for job_id, extra in ((processed, {}), (reused, {"reused_from": str(processed)})):
+        store.start_run(job_id, sensor_run(f"r-{job_id}", 1))
+        assert store.finish_done(job_id, f"r-{job_id}", {"output_url": "u", **extra})
+    assert [r.id for r in store.list_jobs(status="done")] == [reused, processed]
+    assert [r.id for r in store.list_jobs(job_type="audio-clean", user_id=user_id)] == [waiting]
+    assert store.list_jobs(since=utcnow() + dt.timedelta(minutes=1)) == []
+    stats = {s.job_type: s for s in store.stats(utcnow() - dt.timedelta(hours=1))}
+    assert (stats["roto"].by_status, stats["roto"].reused, len(stats["roto"].processed_seconds)) == ({"done": 2}, 1, 1)
+    assert stats["audio-clean"].by_status == {"pending": 1} and stats["audio-clean"].total == 1

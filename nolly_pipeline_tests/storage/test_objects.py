@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -30,6 +32,40 @@ def test_round_trip_and_sizes(object_store: ObjectStore, tmp_path: Path) -> None
     dest = tmp_path / "out" / "copy.bin"
     assert object_store.download(bucket, "user/x/in.bin", dest) == 600_000
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_download_hashes_the_bytes_in_order_while_streaming(object_store: ObjectStore, tmp_path: Path) -> None:
+    """17 MB: above boto3's 8 MB multipart threshold, so S3 parts arrive in parallel."""
+    bucket = f"b-{uuid.uuid4().hex[:8]}"
+    object_store.ensure_buckets((bucket,))
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(17 * 1024 * 1024 + 5))
+    object_store.upload(src, bucket, "u/big.bin")
+    digest = hashlib.sha256()
+    dest = tmp_path / "out" / "big.bin"
+    assert object_store.download(bucket, "u/big.bin", dest, digest) == src.stat().st_size
+    assert dest.read_bytes() == src.read_bytes()
+    assert digest.hexdigest() == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_copy_duplicates_an_object_whole_with_its_content_type(object_store: ObjectStore, tmp_path: Path) -> None:
+    bucket = f"b-{uuid.uuid4().hex[:8]}"
+    object_store.ensure_buckets((bucket,))
+    src = tmp_path / "matte.webm"
+    src.write_bytes(b"webm" * 1000)
+    object_store.upload(src, bucket, "u/j1/a1/00-matte.webm", "video/webm")
+    object_store.copy(bucket, "u/j1/a1/00-matte.webm", "u/j2/a1/00-matte.webm")
+    dest = tmp_path / "copy.webm"
+    object_store.download(bucket, "u/j2/a1/00-matte.webm", dest)
+    assert dest.read_bytes() == src.read_bytes()
+    if isinstance(object_store, S3ObjectStore):
+        head = object_store.client.head_object(Bucket=bucket, Key="u/j2/a1/00-matte.webm")
+        assert head["ContentType"] == "video/webm"
+    else:
+        assert not list((tmp_path / "buckets").rglob("*.part"))  # written aside, then renamed
+    with pytest.raises(InputError, match="not found"):
+        object_store.copy(bucket, "u/j1/a1/gone.webm", "u/j3/a1/gone.webm")
+    assert not object_store.exists(bucket, "u/j3/a1/gone.webm")
 
 
 def test_missing_object_is_input_error(object_store: ObjectStore, tmp_path: Path) -> None:
