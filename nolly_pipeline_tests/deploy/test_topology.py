@@ -8,6 +8,7 @@ outside, as a user and an operator would see them.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -53,10 +54,16 @@ def topology(tmp_path: Path, postgres_url: str, dagster_bin: Path) -> Iterator[T
         yield running
 
 
+_distinct = itertools.count()
+
+
 def upload_input(topology: Topology, job_type: str, user: uuid.UUID) -> str:
-    """An input object as the studio uploads it; its public URL, as the frontend stores it."""
+    """An input object as the studio uploads it; its public URL, as the frontend stores it.
+
+    Each input is different, so no job is served from an identical job's result (reuse)."""
     bucket, extension = INPUTS[job_type]
-    data = tiny_wav(0.5) if extension == "wav" else tiny_video(5)
+    n = next(_distinct)
+    data = tiny_wav(0.5 + 0.05 * n) if extension == "wav" else tiny_video(5 + n)
     key = f"{user}/{uuid.uuid4().hex[:8]}.{extension}"
     topology.s3().put_object(Bucket=bucket, Key=key, Body=data)
     return f"{topology.env['code']['NOLLY_PUBLIC_BASE_URL']}/{bucket}/{key}"
