@@ -60,9 +60,10 @@ def prepare_ecs(topology: Topology) -> None:
     daemon_env = topology.site.environment("daemon", {k: v for k, v in variables.items() if k != "DAGSTER_CURRENT_IMAGE"})
     secrets = aws(topology, "secretsmanager")
     for secret in launcher["secrets"]:
-        # The secret holds what the code server has for that variable (Secrets Manager here).
+        # The secret holds what the code server has for that variable; Secrets Manager refuses
+        # an empty value, so every explicitly listed secret must be one a deployment always has.
         arn = secrets.create_secret(Name=f"nolly/{secret['name']}-{uuid.uuid4().hex[:6]}",
-                                    SecretString=code_env[secret["name"]] or "unset")["ARN"]
+                                    SecretString=code_env[secret["name"]])["ARN"]
         daemon_env[secret["valueFrom"]["env"]] = arn
     daemon_env["AWS_ENDPOINT_URL"] = f"http://{topology.site.s3}"  # every AWS API: moto
     topology.env["daemon"] = {**topology.env["daemon"], **daemon_env}
