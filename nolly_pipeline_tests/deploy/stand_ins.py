@@ -20,7 +20,7 @@ from nolly_pipeline_tests import services
 from nolly_pipeline_tests.deploy.conftest import DOCKER_DIR
 
 
-def create_buckets(s3: Any, env: Mapping[str, str], script: str) -> list[str]:
+def create_buckets(s3: Any, env: Mapping[str, str], script: str) -> None:
     """What compose's ``createbuckets`` script does with ``mc``, done with boto3 here.
 
     Understands the script's three commands (``mc mb`` in a loop over bucket names, ``mc
@@ -28,7 +28,6 @@ def create_buckets(s3: Any, env: Mapping[str, str], script: str) -> list[str]:
     new step in compose cannot be skipped silently.
     """
     script = re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: env[m.group(1)], script.replace("\\\n", " "))
-    buckets: list[str] = []
     for line in filter(None, (line.strip() for line in script.splitlines())):
         words = shlex.split(line.split("||")[-1])
         if line.startswith("for bucket in"):
@@ -49,7 +48,6 @@ def create_buckets(s3: Any, env: Mapping[str, str], script: str) -> list[str]:
             ]})
         else:
             raise AssertionError(f"createbuckets does something the topology does not: {line}")
-    return buckets
 
 
 def _public_read_policy(bucket: str) -> str:
@@ -61,7 +59,7 @@ def _public_read_policy(bucket: str) -> str:
 
 
 @contextmanager
-def postgres(site_names: dict[str, str], variables: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+def postgres(site_names: dict[str, str], variables: Mapping[str, str]) -> Iterator[None]:
     """What the ``postgres`` image and ``postgres-init.sql`` create, with unique names here.
 
     The image makes ``POSTGRES_USER`` (with ``POSTGRES_PASSWORD``) and ``POSTGRES_DB`` owned by
@@ -86,7 +84,7 @@ def postgres(site_names: dict[str, str], variables: Mapping[str, str]) -> Iterat
             for statement in filter(str.strip, re.sub(r"--[^\n]*", "", sql).split(";")):
                 conn.execute(sa.text(statement))
         init.dispose()
-        yield role, dagster_db
+        yield
     finally:
         with admin.connect() as conn:
             for name in created:
