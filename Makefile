@@ -19,12 +19,17 @@ install: $(VENV)/.installed
 models: install
 	$(BIN)/nolly-pipeline models fetch
 
-# Speech for the audio tests comes from espeak-ng (Debian); installed when we are root.
+# Speech for the audio tests comes from espeak-ng, and the browser test of the Dagster UI drives
+# Debian's chromium (through Playwright; `playwright install` is not used); both installed when
+# we are root. Without chromium the browser test skips, except under CI=true where it fails.
+TEST_DEBS := espeak-ng chromium
 test-deps:
-	@command -v espeak-ng >/dev/null || { \
+	@missing=""; for pkg in $(TEST_DEBS); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
-	  else echo "please install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng)"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "please install:$$missing (Debian/Ubuntu: apt-get install$$missing)"; \
+	    case "$$missing" in *espeak-ng*) exit 1;; esac; fi; fi
 
 run: install models
 	mkdir -p $(DAGSTER_HOME)

@@ -14,6 +14,7 @@ from dagster import Definitions, EnvVar, get_dagster_logger, in_process_executor
 from nolly_pipeline.config import Settings
 from nolly_pipeline.orchestration.assets import build_all_job_type_defs
 from nolly_pipeline.orchestration.io_manager import MediaIOManager
+from nolly_pipeline.orchestration.job_stats import job_stats, job_stats_job, job_stats_schedule
 from nolly_pipeline.orchestration.reconciler import (
     ReconcilerPolicy,
     build_cancellation_sensor,
@@ -96,8 +97,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     type_defs = build_all_job_type_defs(settings.backends)
     jobs = [d.job for d in type_defs.values()]
     return Definitions(
-        assets=[d.asset for d in type_defs.values()],
-        jobs=jobs,
+        assets=[*(d.asset for d in type_defs.values()), job_stats],
+        jobs=[*jobs, job_stats_job],
+        schedules=[job_stats_schedule],
         sensors=[
             build_dispatch_sensor(jobs, settings.sensor_interval_seconds, settings.sensor_batch_size),
             build_reconciler_sensor(

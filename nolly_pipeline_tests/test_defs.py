@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DefaultSensorStatus, EnvVar
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, EnvVar
 
 from nolly_pipeline.config import Settings
 from nolly_pipeline.definitions import build_definitions
 from nolly_pipeline.job_types import JOB_TYPES
+from nolly_pipeline.processing.checks import CHECKS
 
 
 @pytest.fixture
@@ -32,20 +33,28 @@ def test_embedded_default_needs_no_configuration(clean_env: Path) -> None:
     defs = build_definitions(settings)
     repo = defs.get_repository_def()
     assert sorted(j for j in repo.job_names if not j.startswith("__")) == [
-        "audio_clean_job", "color_grade_job", "roto_job"
+        "audio_clean_job", "color_grade_job", "job_stats_job", "roto_job"
     ]
     assert sorted(s.name for s in repo.sensor_defs) == [
         "job_cancellations", "job_reconciler", "partition_retention", "pending_jobs_sensor"
     ]
     assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == [
-        "audio_clean", "color_grade", "roto"
+        "audio_clean", "color_grade", "job_stats", "roto"
     ]
+    (schedule,) = repo.schedule_defs
+    assert schedule.job_name == "job_stats_job" and schedule.default_status == DefaultScheduleStatus.RUNNING
     for name in ("roto_job", "color_grade_job", "audio_clean_job"):
         job = defs.resolve_job_def(name)
         assert job.executor_def.name == "in_process"
         nodes = {n.name: n.definition for n in job.graph.nodes[0].definition.nodes}
         assert sorted(nodes) == ["download", "predict", "publish"]
         assert nodes["predict"].name == "predict_local" and nodes["predict"].pool == "local_processing"
+        # The type's asset checks run in its job (and in the implicit asset job, checked below).
+        job_type = name.removesuffix("_job").replace("_", "-")
+        expected = {(AssetKey(job_type.replace("-", "_")), check) for check in CHECKS[job_type]}
+        assert {(k.asset_key, k.name) for k in job.asset_layer.asset_graph.asset_check_keys} == expected
+    implicit = repo.get_implicit_global_asset_job_def()
+    assert len(implicit.asset_layer.asset_graph.asset_check_keys) == sum(len(c) for c in CHECKS.values())
     sensor = defs.get_sensor_def("pending_jobs_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds == 60

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     DynamicPartitionsDefinition,
     define_asset_job,
@@ -25,7 +26,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.orchestration.hooks import write_done, write_failed
-from nolly_pipeline.orchestration.ops import PREDICT_OPS, download, publish
+from nolly_pipeline.orchestration.ops import PREDICT_OPS, build_publish_op, download
+from nolly_pipeline.orchestration.reporting import check_specs
 from nolly_pipeline.orchestration.tags import JOB_TYPE_TAG, MAX_RUNTIME_TAG
 
 
@@ -51,6 +53,8 @@ class JobTypeDefs:
 def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
     """The asset and job of one type; ``predict`` runs in the pool of the type's backend."""
     predict = PREDICT_OPS[backend].alias("predict")
+    publish = build_publish_op(job_type.name).alias("publish")
+    checks = check_specs(job_type.name, AssetKey(job_type.ident))
     # Write-back hooks sit on the ops inside the graph, not on ``<type>_job``: every job the
     # asset runs in (the sensor's, the UI's implicit asset job for "Materialize" and
     # backfills, a re-execution) then writes the row back the moment the outcome is known.
@@ -62,9 +66,14 @@ def build_job_type_defs(job_type: JobType, backend: str) -> JobTypeDefs:
         group_name="jobs",
         description=f"{job_type.label} outputs, one partition per row of `jobs` (partition key = job id).",
         metadata={"job_type": job_type.name, "input_bucket": job_type.input_bucket, "backend": backend},
+        # Evaluated by ``publish`` with every materialization, on every launch path: the
+        # sensor's job, the UI's implicit asset job and backfills all select the checks.
+        check_specs=checks,
     )
     def _asset():
-        return publish.with_hooks(hooks)(predict.with_hooks(hooks)(download.with_hooks(hooks)()))
+        published = publish.with_hooks(hooks)(predict.with_hooks(hooks)(download.with_hooks(hooks)()))
+        return {"result": published.result,
+                **{spec.get_python_identifier(): getattr(published, spec.name) for spec in checks}}
 
     job = define_asset_job(
         name=job_name(job_type.name),

@@ -31,7 +31,7 @@ def _job_id(context: HookContext) -> str | None:
 
 @success_hook(required_resource_keys={"job_store", "scratch"})
 def write_done(context: HookContext) -> None:
-    if context.op.definition.name != "publish":
+    if context.op.name != "publish":  # the node name: the op itself is ``publish_<type>``
         return
     job_id = _job_id(context)
     output_data = context.op_output_values.get("result")
@@ -45,7 +45,7 @@ def write_done(context: HookContext) -> None:
 def write_failed(context: HookContext) -> None:
     job_id = _job_id(context)
     if job_id:
-        message = failure_message(context.op_exception, context.op.definition.name)
+        message = failure_message(context.op_exception, context.op.name)
         if context.resources.job_store.store().finish_failed(job_id, context.run_id, message, worker_id()):
             context.log.info(f"job {job_id} failed: {message}")
     context.resources.scratch.remove_run_dir(context.run_id)

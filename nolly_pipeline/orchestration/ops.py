@@ -11,13 +11,26 @@ is not retried and whose description is the readable message the failure hook wr
 import mimetypes
 import os
 import socket
+import tempfile
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dagster import Backoff, Failure, Jitter, MetadataValue, OpDefinition, OpExecutionContext, RetryPolicy, op
+from dagster import (
+    Backoff,
+    Failure,
+    Jitter,
+    MetadataValue,
+    OpDefinition,
+    OpExecutionContext,
+    Out,
+    Output,
+    RetryPolicy,
+    op,
+)
 
 from nolly_pipeline import reuse
 from nolly_pipeline.config import OUTPUT_BUCKET
@@ -32,8 +45,10 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
     ScratchResource,
 )
+from nolly_pipeline.orchestration.reporting import assess, check_results, materialization_metadata
 from nolly_pipeline.orchestration.tags import ASSET_RESUME_RETRY_TAG, ATTEMPT_TAG, REUSE_TAG
 from nolly_pipeline.predictors.base import PredictionRequest
+from nolly_pipeline.processing.checks import CHECKS
 from nolly_pipeline.storage.bundle import MediaBundle
 from nolly_pipeline.storage.objects import ObjectStore, S3ObjectStore
 from nolly_pipeline.storage.urls import InputSource, ObjectRef, resolve_input_url, safe_filename
@@ -215,6 +230,7 @@ def _predict(
             objects.download(ref.bucket, ref.key, dest)
             return dest
 
+        started = time.monotonic()
         result = predictor.predict(
             PredictionRequest(
                 job_id=row.id,
@@ -227,8 +243,19 @@ def _predict(
                 fetch_asset=fetch_asset,
             )
         )
-        context.add_output_metadata({"backend": predictor.backend, "files": len(result.files)})
-        return MediaBundle(files=tuple(result.files), metadata={"backend": predictor.backend, **result.metadata})
+        seconds = time.monotonic() - started
+        # Checks and preview while input and outputs are on local disk (see reporting.py).
+        files, assessment = assess(row.type, source.primary.path, result, spec.settings,
+                                   work / "preview" / "preview.png", context.log)
+        duration = assessment["measured"].get("input_duration")
+        timing = {"processing_seconds": round(seconds, 3),
+                  "realtime_factor": round(seconds / duration, 3) if duration else None}
+        context.add_output_metadata({"backend": predictor.backend, "files": len(result.files),
+                                     "processing_seconds": timing["processing_seconds"]})
+        return MediaBundle(
+            files=tuple(files),
+            metadata={"backend": predictor.backend, **result.metadata, **timing, **assessment},
+        )
 
 
 def _predict_op(name: str, pool: str) -> OpDefinition:
@@ -244,61 +271,93 @@ PREDICT_OPS: dict[str, OpDefinition] = {
 }
 
 
-@op(retry_policy=TRANSIENT_RETRY)
-def publish(
-    context: OpExecutionContext,
-    result: MediaBundle,
-    job_store: JobStoreResource,
-    storage: ObjectStorageResource,
-) -> dict[str, Any]:
-    """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
+def build_publish_op(job_type: str) -> OpDefinition:
+    """``publish`` for one job type: the asset value plus one output per asset check of the type.
 
-    The key comes from the row, never from the job's input, so a user cannot choose where
-    an output lands. A reused result is copied there (server-side on S3) from the earlier
-    job's outputs, and ``output_data.reused_from`` names that job. The success hook writes
-    the returned ``output_data`` to the row.
+    The graph asset maps those outputs to its ``check_specs`` (see assets.py), so every job the
+    asset runs in evaluates the checks. Named per type (the outputs differ); the graph uses it
+    under the node name ``publish``.
     """
-    with job_errors("publish"), owned_row(context, job_store, UPLOADING) as (row, _):
-        objects = storage.store()
-        prefix = f"{row.user_id}/{row.id}/a{row.attempt}"
-        reused_from = result.metadata.get("reused_from")
-        if reused_from:
-            source_output = result.metadata["reused_output"]
-            stored = reuse.copy_outputs(objects, reused_from, source_output, prefix)
-            metadata = source_output.get("metadata") or {}
-        else:
-            stored = []
-            for index, f in enumerate(result.files):
-                key = f"{prefix}/{index:02d}-{safe_filename(f.path.name, 'output')}"
-                objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
-                stored.append(reuse.StoredFile(f.role, key, f.content_type, f.path.stat().st_size))
-            metadata = result.metadata
-        files = [
-            {
-                "role": f.role,
-                "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, f.storage_path)),
-                "storage_path": f.storage_path,
-                "content_type": f.content_type,
-                "bytes": f.bytes,
-            }
-            for f in stored
-        ]
-        output_data = {
-            "output_url": files[0]["url"],
-            "storage_path": files[0]["storage_path"],
-            "bucket": OUTPUT_BUCKET,
-            "files": files,
-            "metadata": metadata,
-            **({"reused_from": reused_from} if reused_from else {}),
+    check_outs = {name: Out(is_required=False) for name in CHECKS[job_type]}
+
+    @op(name=f"publish_{job_type.replace('-', '_')}", out={"result": Out(), **check_outs},
+        retry_policy=TRANSIENT_RETRY)
+    def _publish(
+        context: OpExecutionContext,
+        result: MediaBundle,
+        job_store: JobStoreResource,
+        storage: ObjectStorageResource,
+    ) -> Iterator[Any]:
+        """Upload the outputs to ``outputs/{user_id}/{job_id}/a{attempt}/`` and describe them.
+
+        The key comes from the row, never from the job's input, so a user cannot choose where
+        an output lands. A reused result is copied there (server-side on S3) from the earlier
+        job's outputs, and ``output_data.reused_from`` names that job; its checks and preview
+        are that job's, as the files are the same. The success hook writes the ``result``
+        output (``output_data``) to the row.
+        """
+        with job_errors("publish"), owned_row(context, job_store, UPLOADING) as (row, _):
+            objects = storage.store()
+            output_data = _store_outputs(row, result, storage, objects)
+            with tempfile.TemporaryDirectory() as tmp:
+                preview = _local_preview(result, output_data, objects, Path(tmp))
+                metadata = {"output_data": MetadataValue.json(output_data),
+                            **materialization_metadata(output_data, preview, row.attempt)}
+            if output_data.get("reused_from"):
+                metadata["reused_from"] = MetadataValue.text(output_data["reused_from"])
+        yield Output(output_data, "result", metadata=metadata)
+        yield from check_results(output_data)  # after the materialization they refer to
+
+    return _publish
+
+
+def _store_outputs(row: JobRow, result: MediaBundle, storage: ObjectStorageResource, objects: ObjectStore) -> dict[str, Any]:
+    """Upload (or, reusing, copy) every file, the preview too, and build ``output_data``;
+    ``output_url`` is the first real output, never the preview."""
+    prefix = f"{row.user_id}/{row.id}/a{row.attempt}"
+    reused_from = result.metadata.get("reused_from")
+    if reused_from:
+        source_output = result.metadata["reused_output"]
+        stored = reuse.copy_outputs(objects, reused_from, source_output, prefix)
+        metadata = source_output.get("metadata") or {}
+    else:
+        stored = []
+        for index, f in enumerate(result.files):
+            key = f"{prefix}/{index:02d}-{safe_filename(f.path.name, 'output')}"
+            objects.upload(f.path, OUTPUT_BUCKET, key, f.content_type)
+            stored.append(reuse.StoredFile(f.role, key, f.content_type, f.path.stat().st_size))
+        metadata = result.metadata
+    files = [
+        {
+            "role": f.role,
+            "url": storage.output_url(objects, ObjectRef(OUTPUT_BUCKET, f.storage_path)),
+            "storage_path": f.storage_path,
+            "content_type": f.content_type,
+            "bytes": f.bytes,
         }
-        context.add_output_metadata(
-            {
-                "output_url": files[0]["url"],
-                "output_data": MetadataValue.json(output_data),
-                **({"reused_from": reused_from} if reused_from else {}),
-            }
-        )
-        return output_data
+        for f in stored
+    ]
+    primary = next((f for f in files if f["role"] != "preview"), files[0])
+    return {
+        "output_url": primary["url"],
+        "storage_path": primary["storage_path"],
+        "bucket": OUTPUT_BUCKET,
+        "files": files,
+        "metadata": metadata,
+        **({"reused_from": reused_from} if reused_from else {}),
+    }
+
+
+def _local_preview(result: MediaBundle, output_data: dict[str, Any], objects: ObjectStore, tmp: Path) -> Path | None:
+    """The preview on local disk: ``predict``'s file, or for a reused result the copied one."""
+    local = next((f.path for f in result.files if f.role == "preview"), None)
+    if local is not None or not output_data.get("reused_from"):
+        return local
+    stored = next((f for f in output_data["files"] if f["role"] == "preview"), None)
+    if stored is None:
+        return None
+    objects.download(OUTPUT_BUCKET, stored["storage_path"], tmp / "preview.png")
+    return tmp / "preview.png"
 
 
 def _remote_source_url(storage: ObjectStorageResource, objects: ObjectStore, ref: InputSource) -> str | None:

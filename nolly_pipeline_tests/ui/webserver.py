@@ -173,3 +173,40 @@ def backfill_runs(server: Webserver, backfill_id: str) -> list[dict[str, Any]]:
 def step_failures(server: Webserver, run_id: str) -> list[str]:
     events = server.graphql(_STEP_FAILURES, {"runId": run_id})["logsForRun"]["events"]
     return [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+
+
+_CHECK_EXECUTIONS = """
+query AssetCheckExecutions($assetKey: AssetKeyInput!, $checkName: String!, $limit: Int!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: $limit) {
+    runId status
+    evaluation { success severity description targetMaterialization { runId } }
+  }
+}"""
+_ASSET_CHECKS = """
+query AssetChecks($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name description } } } }
+  }
+}"""
+
+
+def check_names(server: Webserver, asset: str) -> list[str]:
+    """The checks the asset's Checks tab lists."""
+    node = server.graphql(_ASSET_CHECKS, {"assetKey": {"path": [asset]}})["assetNodeOrError"]
+    return [c["name"] for c in node["assetChecksOrError"]["checks"]]
+
+
+def check_executions(server: Webserver, asset: str, check_name: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest executions of one asset check, newest first, as the Checks tab shows them."""
+    variables = {"assetKey": {"path": [asset]}, "checkName": check_name, "limit": limit}
+    return server.graphql(_CHECK_EXECUTIONS, variables)["assetCheckExecutions"]
+
+
+def checks_of_run(server: Webserver, asset: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Check name -> its execution in ``run_id`` (absent when the run did not evaluate it)."""
+    found = {}
+    for name in check_names(server, asset):
+        for execution in check_executions(server, asset, name):
+            if execution["runId"] == run_id:
+                found[name] = execution
+    return found
