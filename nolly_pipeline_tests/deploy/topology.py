@@ -12,11 +12,9 @@ mapping :data:`COMPOSE_TO_PROCESSES`, so a change to the deployment files reache
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -159,8 +157,6 @@ class Container:
 
     def stop(self) -> None:
         stop_group(self.proc)
-        with suppress(ProcessLookupError):  # what outlived a leader that exited on SIGTERM
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Mapping
 
@@ -63,6 +63,10 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+    # Members that outlived a leader which exited on SIGTERM (a code server the daemon spawned
+    # was found orphaned after a full run): the group goes entirely.
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_until(
