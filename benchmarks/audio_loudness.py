@@ -6,7 +6,7 @@ and judges the decoded output with independent meters (pyloudnorm for BS.1770 lo
 scipy's 4x ``resample_poly`` for true peak): in range means within ±1 LU of the target
 and at or under the true-peak limit. Material: espeak-ng speech in pink noise (10 and
 25 dB SNR; espeak peaks ~20 dB over its loudness, harder than most recorded dialogue)
-and tone bursts with a clap, which RNNoise mostly removes. Writes its table to
+and tone bursts with a clap. Writes its table to
 ``docs/benchmarks.md`` between the ``audio-loudness`` markers.
 """
 

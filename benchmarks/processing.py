@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import write_section  # noqa: E402
+from benchmarks._rss import peak_rss_kib  # noqa: E402
 from benchmarks._speech import looped_speech  # noqa: E402
 from nolly_pipeline.processing.audio_clean import AudioCleanSettings, audio_clean  # noqa: E402
 from nolly_pipeline.processing.color_grade import ColorGradeSettings, color_grade  # noqa: E402
@@ -37,14 +38,8 @@ def _clip(path: Path, seconds: int, size: str) -> Path:
 
 
 def _rss_child(src: Path, out: Path) -> int:
-    code = (
-        "import resource,sys;from pathlib import Path;"
-        "from nolly_pipeline.processing.color_grade import ColorGradeSettings,color_grade;"
-        f"color_grade(Path({str(src)!r}),Path({str(out)!r}),ColorGradeSettings(preset='warm'));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
-    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                              text=True, cwd=ROOT).stdout.split()[-1])
+    return peak_rss_kib("from nolly_pipeline.processing.color_grade import ColorGradeSettings,color_grade",
+                        f"color_grade(Path({str(src)!r}),Path({str(out)!r}),ColorGradeSettings(preset='warm'))")
 
 
 def _roto_row(clip: Path, tmp: Path) -> tuple[str, str, str]:
@@ -81,7 +76,7 @@ def _audio_rows(tmp: Path) -> list[tuple[str, str, str]]:
         result = audio_clean(src, tmp / "audio", AudioCleanSettings())
         took = time.perf_counter() - start
         rows.append((f"audio_clean 60 s speech + pink noise at 5 dB, mono 48 kHz {suffix[1:].upper()} "
-                     "(rnnoise, -16 LUFS, -1.5 dBTP)", f"{took:.2f} s",
+                     "(nsnet2, -16 LUFS, -1.5 dBTP)", f"{took:.2f} s",
                      f"{60 / took:.1f}x real time (goal >= 10x); "
                      f"{result.metadata['output_lufs']} LUFS, {result.metadata['output_true_peak_db']} dBTP"))
     return rows

@@ -154,9 +154,10 @@ def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(settings: Settings, _: argparse.Namespace) -> int:
-    from nolly_pipeline.processing.models import fetch_models
+    from nolly_pipeline.processing.models import fetch_denoise_model, fetch_models
 
-    print(fetch_models(settings.models_dir))
+    fetch_models(settings.models_dir)
+    print(fetch_denoise_model(settings.models_dir))
     return 0
 
 
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_stats)
     models = sub.add_parser("models", help="local model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_sub.add_parser("fetch", help="fetch and verify the roto model").set_defaults(func=cmd_models_fetch)
+    models_sub.add_parser("fetch", help="fetch and verify the roto and denoise models").set_defaults(func=cmd_models_fetch)
     return parser
 
 

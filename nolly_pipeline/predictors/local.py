@@ -50,7 +50,8 @@ def audio_clean_predictor(models_dir: Path) -> LocalPredictor:
     from nolly_pipeline.processing.audio_clean import PROCESSING_VERSION, AudioCleanSettings, audio_clean
 
     def run(request: PredictionRequest, settings: AudioCleanSettings) -> ProcessingResult:
-        return audio_clean(request.source, request.work_dir, settings, progress=request.progress)
+        return audio_clean(request.source, request.work_dir, settings, progress=request.progress,
+                           models_dir=models_dir)
 
     return LocalPredictor(AudioCleanSettings, run, PROCESSING_VERSION)
 

@@ -1,6 +1,6 @@
 """Dialogue clean-up: denoise, high-pass, then loudness normalisation under a true-peak ceiling.
 
-Pass 1 streams the decoded audio (resampled to 48 kHz, RNNoise's native rate, when
+Pass 1 streams the decoded audio (resampled to 48 kHz, the denoisers' native rate, when
 denoising) through the denoiser and a high-pass, back to the source rate, and into a raw
 float scratch file, metering BS.1770 loudness and true peak on the way. Pass 2 streams that
 file through one gain (target minus measured loudness) and a look-ahead true-peak limiter,
@@ -31,6 +31,7 @@ from scipy.ndimage import maximum_filter1d
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
 from nolly_pipeline.processing.denoise import Denoiser, Highpass
+from nolly_pipeline.processing.models import denoise_model_path
 from nolly_pipeline.processing.loudness import (
     PEAK_DELAY,
     LoudnessMeter,
@@ -51,9 +52,10 @@ from nolly_pipeline.processing.settings import AudioCleanSettings
 
 # Bump when a change alters what this processor outputs for the same input and settings:
 # finished jobs made by an older version then stop being reused for new ones (reuse.py).
-PROCESSING_VERSION = "audio-clean/1"
+# 2: NSNet2 became the default denoiser.
+PROCESSING_VERSION = "audio-clean/2"
 
-WORK_RATE = 48_000  # RNNoise only runs at 48 kHz; denoising happens at this rate
+WORK_RATE = 48_000  # RNNoise and full-band NSNet2 run at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
 # When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
@@ -192,8 +194,13 @@ def audio_clean(
     settings: AudioCleanSettings,
     *,
     progress: ProgressFn = no_progress,
+    models_dir: Path | None = None,
 ) -> ProcessingResult:
-    """Clean the (first) audio track of an audio or video file; output keeps its container."""
+    """Clean the (first) audio track of an audio or video file; output keeps its container.
+
+    ``models_dir`` holds the NSNet2 model (``nolly-pipeline models fetch``); default cache if None.
+    """
+    model_path = denoise_model_path(models_dir) if settings.denoise == "nsnet2" else None
     info = probe(src)
     if not info.has_audio:
         raise InputError(f"{src.name} has no audio track to clean")
@@ -207,7 +214,7 @@ def audio_clean(
     ticker = ProgressTicker(progress, 2 * max(int(info.duration * 1000), 1))
 
     with tempfile.TemporaryFile(prefix="nolly-audio-") as scratch:
-        measured = _pass1(src, scratch, settings, info, ticker)
+        measured = _pass1(src, scratch, settings, info, ticker, model_path)
         output_lufs, output_peak, clipped = _normalise(src, scratch, dst, settings, info,
                                                        measured, ticker)
     ticker.finish()
@@ -215,6 +222,7 @@ def audio_clean(
         files=[OutputFile(path=dst, role="audio", content_type=_CONTENT_TYPES[suffix])],
         metadata={
             "denoise": settings.denoise,
+            "strength": settings.strength,
             "input_lufs": round(measured.loudness, 2),
             "input_true_peak_db": round(max(measured.true_peak_db, -99.0), 2),
             "target_lufs": settings.loudness_lufs if measured.normalisable else None,
@@ -235,7 +243,7 @@ def _layout_name(channels: int, stream: av.audio.stream.AudioStream) -> str:
 
 def _pass1(
     src: Path, scratch: BinaryIO, settings: AudioCleanSettings, info: MediaInfo,
-    ticker: ProgressTicker,
+    ticker: ProgressTicker, model_path: Path | None,
 ) -> _Measured:
     """Decode -> (48 kHz) -> denoise -> high-pass -> (source rate) -> meters -> raw float32.
 
@@ -249,7 +257,8 @@ def _pass1(
         work_rate = WORK_RATE if settings.denoise != "off" else rate
         decoded = _FloatFrames(inp, stream, work_rate)
         back = _RateConverter(layout, work_rate, rate) if work_rate != rate else None
-        denoiser = Denoiser(settings.denoise, channels) if settings.denoise != "off" else None
+        denoiser = Denoiser(settings.denoise, channels, strength=settings.strength,
+                            model_path=model_path) if settings.denoise != "off" else None
         highpass = Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
 

@@ -1,17 +1,22 @@
 """Per-channel denoisers for dialogue and a streaming high-pass, on float blocks.
 
-RNNoise (the recurrent network in ``pyrnnoise``) followed by a Wiener post-filter guided
-by its voice activity, or a stationary spectral filter for material RNNoise would gate.
-Every class keeps its state between blocks, so audio of any length streams through.
+NSNet2 (``nsnet2.py``, the default), RNNoise (the recurrent network in ``pyrnnoise``)
+followed by a Wiener post-filter guided by its voice activity, or a stationary spectral
+filter for material a speech model would gate. Every class keeps its state between
+blocks, so audio of any length streams through. ``strength`` (0-1) scales each one's
+attenuation in dB: lower it when the result sounds processed.
 """
 
 from __future__ import annotations
 
 import ctypes
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, sosfilt
+
+from nolly_pipeline.processing.nsnet2 import NSNet2
 
 
 class _WienerPostFilter:
@@ -36,7 +41,8 @@ class _WienerPostFilter:
     _noise_threshold = 0.9
     _noise_memory = 0.995  # per noise frame: the estimate spans a few seconds of pauses
 
-    def __init__(self) -> None:
+    def __init__(self, strength: float) -> None:
+        self._strength = strength
         self._window = np.sqrt(np.hanning(2 * self.hop + 1)[:-1])
         self._noisy = np.zeros(self.hop)
         self._speech = np.zeros(self.hop)
@@ -56,10 +62,12 @@ class _WienerPostFilter:
         frame_vad = np.lib.stride_tricks.sliding_window_view(vad, 4)[: 2 * hops : 2].max(axis=1)
         self._update_noise(noisy_spec[frame_vad < self._noise_threshold])
         if self._noise_count == 0:
-            return self._overlap_add(speech_spec)
+            # No noise estimate yet: RNNoise's own output, mixed with the input below strength 1.
+            return self._overlap_add(self._strength * speech_spec + (1 - self._strength) * noisy_spec)
         noise = self._noise_sum / self._noise_count
         speech_power = np.abs(speech_spec) ** 2
-        return self._overlap_add(noisy_spec * (speech_power / (speech_power + noise + 1e-20)))
+        gain = speech_power / (speech_power + noise + 1e-20)
+        return self._overlap_add(noisy_spec * (gain if self._strength == 1 else gain**self._strength))
 
     def _stft(self, signal: np.ndarray, hops: int) -> np.ndarray:
         frames = np.lib.stride_tricks.sliding_window_view(signal, 2 * self.hop)[:: self.hop]
@@ -93,7 +101,7 @@ class _RNNoise:
     frame = _WienerPostFilter.hop
     latency = _rnn_latency + _WienerPostFilter.hop
 
-    def __init__(self) -> None:
+    def __init__(self, strength: float = 1.0) -> None:
         from pyrnnoise import rnnoise as lib  # deferred: loads a 15 MB shared library
 
         self._lib = lib.lib
@@ -102,7 +110,7 @@ class _RNNoise:
         self._buf = np.zeros(self._rnn_frame, dtype=np.float32)
         self._ptr = self._buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         self._noisy = np.zeros(self._rnn_latency)  # input held back to line up with output
-        self._post = _WienerPostFilter()
+        self._post = _WienerPostFilter(strength)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         denoised = np.empty(len(block))
@@ -122,7 +130,7 @@ class _RNNoise:
 
 
 class _Spectral:
-    """Stationary-noise Wiener filter for material RNNoise would gate (music, ambience).
+    """Stationary-noise Wiener filter for material a speech model would gate (music, ambience).
 
     STFT with a sqrt-Hann window at 50% overlap (perfect reconstruction); the noise floor per
     bin is the minimum of the smoothed power over the last ~1 s (minimum statistics), so it
@@ -133,7 +141,8 @@ class _Spectral:
     latency = 512
     _history = 96  # frames of smoothed power kept for the minimum (~1 s at 48 kHz)
 
-    def __init__(self) -> None:
+    def __init__(self, strength: float = 1.0) -> None:
+        self._strength = strength
         size = 2 * self.frame
         self._window = np.sqrt(np.hanning(size + 1)[:size])
         self._input = np.zeros(size)
@@ -157,7 +166,8 @@ class _Spectral:
             gain = np.maximum(1.0 - 1.5 * noise / np.maximum(power, 1e-20), 0.1)
             # Fast attack, slow release keeps residual noise from "twinkling" (musical noise).
             self._gain = gain if self._gain is None else np.maximum(gain, 0.6 * self._gain)
-            shaped = np.fft.irfft(spectrum * self._gain) * self._window
+            gain = self._gain if self._strength == 1 else self._gain**self._strength
+            shaped = np.fft.irfft(spectrum * gain) * self._window
             out[start : start + self.frame] = self._tail + shaped[: self.frame]
             self._tail = shaped[self.frame :]
         return out
@@ -169,11 +179,19 @@ class Denoiser:
     Output sample *n* lines up with input sample *n*, and the total length is preserved,
     which keeps audio in sync with a copied video stream. Each channel runs on its own
     worker thread with one block in flight: RNNoise runs in C with the GIL released, so it
-    overlaps decoding, filtering and metering on the calling thread (and other channels).
+    overlaps decoding, filtering and metering on the calling thread (and other channels);
+    so does onnxruntime for NSNet2.
     """
 
-    def __init__(self, kind: str, channels: int) -> None:
-        factory = _RNNoise if kind == "rnnoise" else _Spectral
+    def __init__(self, kind: str, channels: int, *, strength: float = 1.0,
+                 model_path: Path | None = None) -> None:
+        def factory() -> _RNNoise | _Spectral | NSNet2:
+            if kind == "nsnet2":
+                if model_path is None:
+                    raise ValueError("the nsnet2 denoiser needs its model file")
+                return NSNet2(model_path, strength)
+            return _RNNoise(strength) if kind == "rnnoise" else _Spectral(strength)
+
         self._channels = [factory() for _ in range(channels)]
         self._workers = [ThreadPoolExecutor(1) for _ in range(channels)]
         self._frame = self._channels[0].frame

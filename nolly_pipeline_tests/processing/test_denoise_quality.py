@@ -1,0 +1,81 @@
+"""The default denoiser keeps dialogue intelligible and cleans as well as the peers.
+
+A short version of ``benchmarks/audio_quality.py``: one 10 s clip per noise kind and SNR,
+judged by independent meters (STOI by pystoi, DNSMOS P.835 by speechmos) side by side with
+the peers in the same run. STOI on all 18 clips; DNSMOS on the 5 dB clips (it costs ~0.5 s
+of CPU per clip and per method).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from nolly_pipeline_tests.processing import speech_quality as q
+
+pytest.importorskip("pystoi")
+pytest.importorskip("speechmos")
+
+PEERS = ("afftdn", "noisereduce", "NSNet2")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> q.Results:
+    if shutil.which("espeak-ng") is None:
+        if os.environ.get("CI"):
+            pytest.fail("espeak-ng is required under CI (apt-get install -y espeak-ng)")
+        pytest.skip("espeak-ng not installed")
+    clips = q.corpus(10, 1, tmp_path_factory.mktemp("quality"))
+    methods = {"ours": q.ours({}), "afftdn": q.peer_afftdn, "noisereduce": q.peer_noisereduce,
+               "NSNet2": q.NSNet2Peer(48_000)}
+    peers_on = [c for c in clips if c.snr == 5.0]
+    ours = q.evaluate(clips, {"ours": methods["ours"]},
+                      dnsmos=lambda method, clip: method == "ours" and clip.snr == 5.0)
+    peers = q.evaluate(peers_on, {name: methods[name] for name in PEERS},
+                       dnsmos=lambda method, clip: method != "none")
+    ours.scores.update({name: peers.scores[name] for name in PEERS})
+    ours.methods += list(PEERS)
+    return ours
+
+
+def test_default_denoiser_keeps_dialogue_intelligible(results):
+    """STOI drops by at most 0.03 from the unprocessed input in every noise kind at 0, 5, 10 dB.
+
+    The crowd and canteen noises are other people talking: the old default (RNNoise) took
+    STOI from 0.83 to 0.62 there, gating the dialogue together with the extras.
+    """
+    drops = {key: results.cell("none", *key, "stoi") - results.cell("ours", *key, "stoi")
+             for key in results.scores["ours"]}
+    assert len(drops) == len(q.NOISES) * len(q.SNRS)
+    assert max(drops.values()) <= 0.03, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
+
+
+def _dnsmos(results) -> dict[str, float]:
+    return {m: round(results.mean(m, "dnsmos"), 3) for m in ("ours", *PEERS)}
+
+
+def test_default_denoiser_cleans_far_more_than_afftdn_and_noisereduce(results):
+    """At least 1.1x the DNSMOS OVRL of the better of afftdn and noisereduce (measured ~1.2x)."""
+    means = _dnsmos(results)
+    assert means["ours"] >= 1.1 * max(means["afftdn"], means["noisereduce"]), means
+
+
+def test_default_denoiser_cleans_nearly_as_much_as_plain_nsnet2(results):
+    """The speech-time attenuation limit costs plain NSNet2's DNSMOS at most 5% (measured ~2%).
+
+    A regression guard, not the goal: the goal is the strict xfail below.
+    """
+    means = _dnsmos(results)
+    assert means["ours"] >= 0.95 * means["NSNet2"], means
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: the issue's goal of 1.1x the best peer's DNSMOS OVRL is not reached: "
+    "0.978x plain NSNet2 (2.583 vs 2.641, docs/benchmarks.md), whose STOI drop (0.032 "
+    "under a crowd at 0 dB) breaks the floor ours keeps; on this espeak-ng corpus the "
+    "clean speech itself scores only 1.071x NSNet2's output"))
+def test_default_denoiser_dnsmos_is_a_tenth_over_the_best_peer(results):
+    means = _dnsmos(results)
+    assert means["ours"] >= 1.1 * max(means[p] for p in PEERS), means
