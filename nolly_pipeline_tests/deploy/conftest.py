@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -47,3 +48,14 @@ def dagster_storage_env(postgres_url: str) -> Iterator[Mapping[str, str]]:
     """
     with services.postgres_database("nolly_dagster") as url:
         yield dagster_postgres_env(url)
+
+
+@pytest.fixture(scope="session")
+def dagster_bin() -> Path:
+    """The dagster image's environment (its pins only); it must not be able to import the pipeline."""
+    from nolly_pipeline_tests.deploy.images import dagster_only_venv
+
+    bin_dir = dagster_only_venv()
+    probe = subprocess.run([str(bin_dir / "python"), "-c", "import nolly_pipeline"], cwd="/", capture_output=True)
+    assert probe.returncode != 0, "the dagster-only environment can import nolly_pipeline"
+    return bin_dir

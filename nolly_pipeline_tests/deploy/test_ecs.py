@@ -66,11 +66,11 @@ def test_daemon_launches_ecs_tasks_sized_per_job_type(
     secrets = _client("secretsmanager", moto_endpoint)
     explicit = {
         "NOLLY_SECRET_ARN_DATABASE_URL": _secret_arn(secrets, "database-url"),
-        "NOLLY_SECRET_ARN_REPLICATE_API_TOKEN": _secret_arn(secrets, "replicate"),
         "NOLLY_SECRET_ARN_DAGSTER_POSTGRES_PASSWORD": _secret_arn(secrets, "dagster-pg"),
     }
-    # Picked up by `secrets_tag: nolly-pipeline`, mounted under the secret's own name.
-    tagged_name = f"NOLLY_TAGGED_{uuid.uuid4().hex[:6].upper()}"
+    # Picked up by `secrets_tag: nolly-pipeline`, mounted under the secret's own name: the
+    # optional Replicate token travels this way.
+    tagged_name = "REPLICATE_API_TOKEN"
     tagged_arn = secrets.create_secret(
         Name=tagged_name, SecretString="x", Tags=[{"Key": "nolly-pipeline", "Value": "1"}]
     )["ARN"]
@@ -181,7 +181,6 @@ def test_daemon_launches_ecs_tasks_sized_per_job_type(
             assert "DAGSTER_POSTGRES_PASSWORD" not in environment and "NOLLY_DATABASE_URL" not in environment
             assert _env_list(run_container["secrets"]) == {
                 "NOLLY_DATABASE_URL": explicit["NOLLY_SECRET_ARN_DATABASE_URL"],
-                "REPLICATE_API_TOKEN": explicit["NOLLY_SECRET_ARN_REPLICATE_API_TOKEN"],
                 "DAGSTER_POSTGRES_PASSWORD": explicit["NOLLY_SECRET_ARN_DAGSTER_POSTGRES_PASSWORD"],
                 tagged_name: tagged_arn,
             }
