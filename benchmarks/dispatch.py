@@ -21,18 +21,13 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-warnings.filterwarnings("ignore")
-for _key, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-    os.environ.setdefault(_key, _value)
+from _daemon_setup import REPO  # noqa: E402  (first: repo on sys.path, test AWS keys)
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context  # noqa: E402
 

@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-warnings.filterwarnings("ignore")
-for _key, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-    os.environ.setdefault(_key, _value)
+from _daemon_setup import REPO  # noqa: E402  (first: repo on sys.path, test AWS keys)
 
 from benchmarks._doc import write_section  # noqa: E402
 from nolly_pipeline.config import SEED_BUCKETS  # noqa: E402
