@@ -13,6 +13,7 @@ from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, EnvVar
 from nolly_pipeline.config import Settings
 from nolly_pipeline.definitions import build_definitions
 from nolly_pipeline.job_types import JOB_TYPES
+from nolly_pipeline.orchestration.ticks import minimum_interval
 from nolly_pipeline.processing.checks import CHECKS
 
 
@@ -57,7 +58,7 @@ def test_embedded_default_needs_no_configuration(clean_env: Path) -> None:
     assert len(implicit.asset_layer.asset_graph.asset_check_keys) == sum(len(c) for c in CHECKS.values())
     sensor = defs.get_sensor_def("pending_jobs_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == 60
+    assert sensor.minimum_interval_seconds == minimum_interval(60)  # ticks every 60 s (see test_ticks.py)
 
 
 def test_s3_and_replicate_configuration_keeps_secrets_as_env_vars(
@@ -74,7 +75,7 @@ def test_s3_and_replicate_configuration_keeps_secrets_as_env_vars(
     assert resources["predictors"].replicate_api_token == EnvVar("REPLICATE_API_TOKEN")
     assert resources["job_store"].database_url == EnvVar("NOLLY_DATABASE_URL")
     assert "r8_secret" not in repr(resources) and "hunter2" not in repr(resources)
-    assert defs.get_sensor_def("pending_jobs_sensor").minimum_interval_seconds == 5
+    assert defs.get_sensor_def("pending_jobs_sensor").minimum_interval_seconds == minimum_interval(5)
     predict = {n.name: n.definition for n in defs.resolve_job_def("roto_job").graph.nodes[0].definition.nodes}["predict"]
     assert predict.pool == "replicate"  # concurrent Replicate calls are capped by the pool
 

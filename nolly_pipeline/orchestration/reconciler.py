@@ -34,6 +34,7 @@ from nolly_pipeline.errors import CanceledError
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.orchestration.resources import JobStoreResource
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG
+from nolly_pipeline.orchestration.ticks import minimum_interval
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 TERMINATE_WAIT_SECONDS = 5.0
@@ -216,7 +217,7 @@ def _store_sensor(
 
     @sensor(
         name=name,
-        minimum_interval_seconds=interval_seconds,
+        minimum_interval_seconds=minimum_interval(interval_seconds),
         default_status=DefaultSensorStatus.RUNNING,
         description=description,
     )

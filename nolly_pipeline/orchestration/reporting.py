@@ -46,8 +46,6 @@ def assess(
         files.append(render_preview(job_type, source, result.files, preview_path))
     except Exception as exc:  # noqa: BLE001 - a preview is a courtesy: log it and deliver the job
         log.warning(f"no preview for this job: {type(exc).__name__}: {str(exc)[:300]}")
-    for failed in (r for r in assessment.results if not r.passed):
-        log.warning(f"check {failed.name} failed: {failed.description}")
     return files, {"checks": [r.as_json() for r in assessment.results], "measured": assessment.measured}
 
 

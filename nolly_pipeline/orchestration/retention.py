@@ -37,6 +37,7 @@ from nolly_pipeline.db.jobs import utcnow
 from nolly_pipeline.db.tables import TERMINAL_STATUSES, jobs
 from nolly_pipeline.orchestration.assets import PARTITIONS
 from nolly_pipeline.orchestration.resources import JobStoreResource
+from nolly_pipeline.orchestration.ticks import minimum_interval
 
 RETENTION_SENSOR_NAME = "partition_retention"
 # Daily: retention is measured in days, and one pass deletes everything that expired.
@@ -100,7 +101,7 @@ def build_retention_sensor(days: int) -> SensorDefinition:
 
     @sensor(
         name=RETENTION_SENSOR_NAME,
-        minimum_interval_seconds=RETENTION_INTERVAL_SECONDS,
+        minimum_interval_seconds=minimum_interval(RETENTION_INTERVAL_SECONDS),
         default_status=DefaultSensorStatus.RUNNING,
         description=(
             f"Deletes the Dagster partition of each job finished more than {days} days ago "

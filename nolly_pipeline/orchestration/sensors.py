@@ -34,6 +34,7 @@ from nolly_pipeline.orchestration.resources import (
     PredictorsResource,
 )
 from nolly_pipeline.orchestration.tags import ATTEMPT_TAG, JOB_ID_TAG, JOB_TYPE_TAG, USER_ID_TAG
+from nolly_pipeline.orchestration.ticks import minimum_interval
 from nolly_pipeline.predictors.base import Predictor
 from nolly_pipeline.validation import validate_row
 
@@ -106,7 +107,7 @@ def build_dispatch_sensor(
     @sensor(
         name="pending_jobs_sensor",
         jobs=jobs,
-        minimum_interval_seconds=interval_seconds,
+        minimum_interval_seconds=minimum_interval(interval_seconds),
         default_status=DefaultSensorStatus.RUNNING,
         description="Claims pending rows in `jobs` and launches one run per job attempt.",
     )

@@ -67,11 +67,17 @@ def _replicate_predictor(job_type: JobType, config: PredictorConfig) -> Predicto
         )
     # Imported here, not at the top: every run worker imports this module with the code
     # location, and only types configured for Replicate need its client (with httpx and numpy).
+    import httpx
     import replicate
 
     from nolly_pipeline.predictors.replicate_backend import ReplicatePredictor
+    from nolly_pipeline.storage.tls import tls_context
 
-    client = replicate.Client(api_token=config.replicate_api_token, base_url=config.replicate_base_url)
+    client = replicate.Client(
+        api_token=config.replicate_api_token,
+        base_url=config.replicate_base_url,
+        transport=httpx.HTTPTransport(verify=tls_context()),
+    )
     return ReplicatePredictor(
         client=client,
         model=model,

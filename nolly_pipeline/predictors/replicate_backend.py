@@ -27,6 +27,7 @@ from nolly_pipeline.errors import InputError, PermanentError, TransientError, re
 from nolly_pipeline.predictors.base import PredictionRequest
 from nolly_pipeline.predictors.replicate_model import ReplicateModel
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult
+from nolly_pipeline.storage.tls import tls_context
 
 TERMINAL_FAILURES = ("failed", "canceled", "aborted")
 # Consecutive failed polls tolerated before the prediction is given up (and canceled).
@@ -177,7 +178,7 @@ def _output_urls(output: Any) -> Iterator[tuple[str, str]]:
 def _download(url: str, dest: Path) -> str:
     """Stream one output file to disk. No credentials are sent: delivery URLs are public."""
     try:
-        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as resp:
+        with httpx.stream("GET", url, timeout=60, follow_redirects=True, verify=tls_context()) as resp:
             if resp.status_code >= 500 or resp.status_code == 429:
                 raise TransientError(f"downloading the Replicate output failed with HTTP {resp.status_code}")
             if resp.status_code >= 400:

@@ -31,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 
 from nolly_pipeline.errors import InputError, TransientError
 from nolly_pipeline.storage.objects import Digest
+from nolly_pipeline.storage.tls import tls_context
 from nolly_pipeline.storage.urls import describe_url
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ class HttpFetcher:
 
         deadline = time.monotonic() + self.max_seconds
         # trust_env=False: a proxy from the environment would resolve names itself.
-        with httpx.Client(timeout=httpx.Timeout(**self.timeout), trust_env=False, follow_redirects=False) as client:
+        with httpx.Client(
+            timeout=httpx.Timeout(**self.timeout), trust_env=False, follow_redirects=False, verify=tls_context()
+        ) as client:
             for _ in range(self.max_redirects + 1):
                 request = self._pinned_request(url)
                 try:

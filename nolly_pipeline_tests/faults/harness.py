@@ -124,10 +124,10 @@ def _open_paths(pid: int) -> list[str]:
 def run_worker_pids(sid: int, run_id: str) -> list[int]:
     """The process(es) executing ``run_id``.
 
-    The daemon's code server starts each run worker with ``multiprocessing`` (spawn), so the
-    run id is NOT on any command line; the worker is recognised by the run's compute-log
+    Each run worker is forked from the launcher's zygote and keeps the zygote's command line,
+    so the run id is NOT on any command line; the worker is recognised by the run's compute-log
     files it holds open (``$DAGSTER_HOME/storage/<run_id>/compute_logs/...``) or, failing
-    that, by its ``dagster api execute_run`` command line (other launch paths).
+    that, by a ``dagster api execute_run`` command line (other launch paths).
     """
     found = []
     for pid in session_pids(sid):

@@ -1,0 +1,308 @@
+"""Run launcher for one machine: each run worker is forked from a warm zygote (see :mod:`.zygote`).
+
+``DefaultRunLauncher`` asks the code server to spawn a fresh interpreter per run, which then
+imports Dagster and the code location before its first op. On our 2-core machine that import
+is most of a short job's orchestration cost. ``PreforkRunLauncher`` keeps one zygote per code
+location that has already imported them (and the ``preload_modules`` of its configuration)
+and forks a worker from it per run: the worker runs exactly what ``dagster api execute_run``
+runs, without the imports.
+
+Configured in the repo's ``dagster.yaml`` (the embedded default, ``make run``)::
+
+    run_launcher:
+      module: nolly_pipeline.orchestration.launcher
+      class: PreforkRunLauncher
+      config:
+        preload_modules: [nolly_pipeline.orchestration.warm_up]
+
+What it keeps from ``DefaultRunLauncher``, which it falls back to when a run cannot be forked
+here (a code location on another interpreter or not served by a gRPC code server, a zygote
+that fails to start, no ``os.fork``):
+
+- a code location reloaded in the UI gets a new zygote (keyed by the code server's id), so a
+  run never executes stale code;
+- a worker that dies without a word (kill -9, out of memory) fails its run at once: the
+  zygote reports every exit, as the code server watches the workers it spawns;
+- termination: the run is marked canceling and its worker gets SIGINT, which Dagster's worker
+  turns into a cancelled run, as the code server's cancellation does. That needs the worker
+  on the caller's host (recorded in a run tag): true for ``dagster dev`` and one-host set-ups,
+  not for the compose file, whose webserver has its own container (it keeps the default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Mapping, Sequence
+
+from dagster import Array, Field, get_dagster_logger
+from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
+from dagster._serdes import ConfigurableClassData, serialize_value
+
+# Run tag of a run forked from a zygote: {"host": ...}, the machine whose process it is. Set
+# before the fork: a tag added while the worker runs can be lost to the worker's own updates of
+# the run. The worker's pid is what Dagster's worker reports itself ("Started process for run").
+WORKER_TAG = "nolly/run_worker"
+READY_TIMEOUT_SECONDS = 120
+# How long terminate waits for a just-forked worker to report its pid.
+PID_WAIT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class ZygoteKey:
+    """What a zygote's preloaded modules depend on: a different one needs a different zygote."""
+
+    executable: str
+    working_directory: str
+    module: str | None  # the code location's module, None for a python_file location
+    server_id: str  # changes when the code location is reloaded
+
+
+class Zygote:
+    """One zygote process: started on first use, asked to fork one worker per run.
+
+    A reader thread takes its output: answers to fork requests go to the waiting launch,
+    and each ``exited`` notice to ``on_exit(pid, status)``."""
+
+    def __init__(self, key: ZygoteKey, preload: Sequence[str], on_exit: Callable[[int, int], None]):
+        modules = [*([key.module] if key.module else []), *preload]
+        self.process = subprocess.Popen(
+            [key.executable, "-m", "nolly_pipeline.orchestration.zygote", *modules],
+            cwd=key.working_directory,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lock = threading.Lock()
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._on_exit = on_exit
+        threading.Thread(target=self._read, name=f"zygote-{self.process.pid}", daemon=True).start()
+        ready = self._answer(READY_TIMEOUT_SECONDS)
+        self.failed_preloads: list[str] = list(ready.get("failed", []))
+        for failure in self.failed_preloads:
+            # Only a cost: the worker imports it itself (and reports a real error there).
+            get_dagster_logger().warning(f"run worker zygote could not preload {failure}")
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            message = json.loads(line)
+            if "exited" in message:
+                try:
+                    self._on_exit(int(message["exited"]), int(message["status"]))
+                except Exception as exc:  # noqa: BLE001 - keep reading: launches wait on this thread
+                    get_dagster_logger().warning(f"could not check the run of an exited worker: {exc!r}")
+            else:
+                self._answers.put(message)
+        self._answers.put({})  # end of output: the zygote is gone
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except queue.Empty:
+            answer = {}
+        if not answer:
+            self.close()
+            raise RuntimeError(f"run worker zygote did not answer (exit code {self.process.poll()})")
+        return answer
+
+    def fork(self, execute_run_args: str) -> int:
+        with self.lock:
+            stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+            stdin.write(json.dumps({"execute_run_args": execute_run_args}) + "\n")
+            stdin.flush()
+            return int(self._answer(30)["pid"])
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """End the zygote (end of its stdin); the runs it forked carry on."""
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def is_forked_worker(pid: int) -> bool:
+    """Whether ``pid`` is still a worker forked from a zygote (it keeps the zygote's command
+    line); where there is no /proc, whether it is alive at all."""
+    if not os.path.isdir("/proc"):
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"nolly_pipeline.orchestration.zygote" in cmdline.read()
+    except OSError:
+        return False
+
+
+class PreforkRunLauncher(DefaultRunLauncher):
+    """Launches each run as a fork of a warm zygote of its code location (see module docs)."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None, preload_modules: Sequence[str] = ()):
+        super().__init__(inst_data=inst_data)
+        self._preload = tuple(preload_modules)
+        self._zygotes: dict[ZygoteKey, Zygote] = {}
+        self._zygotes_lock = threading.Lock()
+        # pid -> run id while the worker runs; pid -> exit status of a worker that ended before
+        # its launch had recorded it. Guarded by a lock never held while waiting on a zygote.
+        self._workers: dict[int, str] = {}
+        self._early_exits: dict[int, int] = {}
+        self._workers_lock = threading.Lock()
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {"preload_modules": Field(Array(str), is_required=False, default_value=[])}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> PreforkRunLauncher:
+        return cls(inst_data=inst_data, **config_value)
+
+    def _key(self, context: LaunchRunContext) -> ZygoteKey | None:
+        """The zygote this run can be forked from, or None (launch it the default way)."""
+        from dagster._core.code_pointer import FileCodePointer, ModuleCodePointer, PackageCodePointer
+        from dagster._core.remote_representation.code_location import GrpcServerCodeLocation
+
+        run = context.dagster_run
+        origin = run.job_code_origin
+        if not hasattr(os, "fork") or origin is None or run.remote_job_origin is None or context.workspace is None:
+            return None
+        location = context.workspace.get_code_location(
+            run.remote_job_origin.repository_origin.code_location_origin.location_name
+        )
+        # Same interpreter as ours, so the zygote module is importable; a gRPC code server,
+        # whose id says when the code was reloaded.
+        if origin.executable_path != sys.executable or not isinstance(location, GrpcServerCodeLocation):
+            return None
+        pointer = origin.get_repo_pointer()
+        if isinstance(pointer, (ModuleCodePointer, PackageCodePointer)):
+            module: str | None = pointer.module
+        elif isinstance(pointer, FileCodePointer):
+            module = None
+        else:
+            return None
+        return ZygoteKey(sys.executable, pointer.working_directory or os.getcwd(), module, location.server_id)
+
+    def _instance_modules(self) -> list[str]:
+        """The modules of the instance's storage, compute logs, coordinator and launcher classes:
+        every worker builds its instance from them, which imports half of Dagster's storage."""
+        ref = self._instance.get_ref()
+        classes = [getattr(ref, field) for field in ref._fields if field.endswith("_data")]
+        return list(dict.fromkeys(c.module_name for c in classes if isinstance(c, ConfigurableClassData)))
+
+    def _zygote(self, key: ZygoteKey) -> Zygote:
+        with self._zygotes_lock:
+            zygote = self._zygotes.get(key)
+            if zygote is not None and zygote.alive:
+                return zygote
+            for stale in [k for k in self._zygotes if k.working_directory == key.working_directory and k.module == key.module]:
+                self._zygotes.pop(stale).close()  # a reloaded code location: new code, new zygote
+            zygote = self._zygotes[key] = Zygote(key, [*self._instance_modules(), *self._preload], self._worker_exited)
+            return zygote
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        from dagster._grpc.types import ExecuteRunArgs
+
+        run = context.dagster_run
+        key = self._key(context)
+        if key is None:
+            return super().launch_run(context)
+        try:
+            zygote = self._zygote(key)
+            args = ExecuteRunArgs(
+                job_origin=run.job_code_origin,  # type: ignore[arg-type]
+                run_id=run.run_id,
+                instance_ref=self._instance.get_ref(),
+                set_exit_code_on_failure=True,
+            )
+            self._instance.add_run_tags(run.run_id, {WORKER_TAG: json.dumps({"host": socket.gethostname()})})
+            pid = zygote.fork(serialize_value(args))
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._instance.report_engine_event(
+                f"Could not fork the run worker ({exc}); launching it through the code server.", run, cls=type(self)
+            )
+            return super().launch_run(context)
+        self._run_ids.add(run.run_id)
+        with self._workers_lock:
+            status = self._early_exits.pop(pid, None)
+            if status is None:
+                self._workers[pid] = run.run_id
+        if status is not None:
+            self._fail_if_unfinished(run.run_id, pid, status)
+
+    def _worker_exited(self, pid: int, status: int) -> None:
+        """A worker ended. If its run is not over, the worker died without saying so (kill -9,
+        out of memory): fail the run now, as the code server does for the workers it spawns."""
+        with self._workers_lock:
+            run_id = self._workers.pop(pid, None)
+            if run_id is None:
+                self._early_exits[pid] = status
+                return
+        self._fail_if_unfinished(run_id, pid, status)
+
+    def _fail_if_unfinished(self, run_id: str, pid: int, status: int) -> None:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with code {status}"
+        self._instance.report_run_failed(run, f"The run worker (pid {pid}) {how} before the run finished.")
+
+    def worker_pid(self, run_id: str, wait: float = 0) -> int | None:
+        """The pid the run's worker reported (its "Started process for run" event), waiting up to
+        ``wait`` s for a worker that was forked a moment ago; None when there is none (yet)."""
+        from dagster import DagsterEventType
+
+        deadline = time.monotonic() + wait
+        while True:
+            for entry in self._instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+                data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+                pid = data.metadata.get("pid") if data else None
+                if pid is not None:
+                    return int(pid.value)
+            run = self._instance.get_run_by_id(run_id)
+            if time.monotonic() >= deadline or run is None or run.is_finished:
+                return None
+            time.sleep(0.2)
+
+    def terminate(self, run_id: str) -> bool:
+        from dagster._core.storage.tags import GRPC_INFO_TAG
+
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or WORKER_TAG not in run.tags or GRPC_INFO_TAG in run.tags:
+            return super().terminate(run_id)  # launched through the code server
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        host = json.loads(run.tags[WORKER_TAG]).get("host")
+        if host != socket.gethostname():
+            self._instance.report_engine_event(
+                f"The run worker runs on {host}; it cannot be signalled from {socket.gethostname()}.", run, cls=type(self)
+            )
+            return False
+        pid = self.worker_pid(run_id, wait=PID_WAIT_SECONDS)
+        if pid is None or not is_forked_worker(pid):
+            return False  # never started, or already gone (its pid may even be another process's now)
+        os.kill(pid, signal.SIGINT)
+        return True
+
+    def dispose(self) -> None:
+        with self._zygotes_lock:
+            for zygote in self._zygotes.values():
+                zygote.close()
+            self._zygotes.clear()
+        super().dispose()

@@ -1,0 +1,65 @@
+"""Imports what runs of this configuration use, for the run worker zygote to preload.
+
+The code location imports heavy clients lazily, so a worker pays only for what its run uses
+(see ``nolly_pipeline_tests/test_imports.py``). A zygote (:mod:`.launcher`) goes the other way:
+it imports them once, before forking, so that no run pays for them. Named in the launcher's
+``preload_modules`` in ``dagster.yaml``; importing this module does the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from nolly_pipeline.config import Settings
+
+# Every run: download probes its input (PyAV), publish checks it and renders a preview.
+EVERY_RUN = (
+    "numpy",
+    "av",
+    "nolly_pipeline.inputs",
+    "nolly_pipeline.processing.media",
+    "nolly_pipeline.processing.checks",
+    "nolly_pipeline.processing.previews",
+    "nolly_pipeline.processing.loudness",
+)
+S3_CLIENT = ("boto3", "botocore.config", "botocore.exceptions", "boto3.s3.transfer")
+REPLICATE_CLIENT = ("replicate", "nolly_pipeline.predictors.replicate_backend")
+# Local processing per job type; video types also draw previews with OpenCV.
+LOCAL = {
+    "roto": ("cv2", "nolly_pipeline.processing.roto"),
+    "color-grade": ("cv2", "nolly_pipeline.processing.color_grade"),
+    "audio-clean": ("onnxruntime", "nolly_pipeline.processing.audio_clean"),
+}
+
+
+def run_modules(settings: Settings) -> list[str]:
+    """The modules a run of ``settings`` imports besides the code location, in import order."""
+    modules = list(EVERY_RUN)
+    if settings.storage == "s3":
+        modules += S3_CLIENT
+    if "replicate" in settings.backends.values():
+        modules += REPLICATE_CLIENT
+    for job_type, backend in settings.backends.items():
+        if backend == "local":
+            modules += [m for m in LOCAL.get(job_type, ()) if m not in modules]
+    return modules
+
+
+def warm_clients(settings: Settings) -> None:
+    """Build, once, what each run's clients would load from disk: the TLS context (CA bundle)
+    and botocore's S3 service model, endpoint rules and partitions (read by the default session
+    when a client is created; the dummy credentials keep it from looking any up). No
+    connection is opened, so nothing is shared with a forked worker but loaded data."""
+    from nolly_pipeline.storage.tls import tls_context
+
+    tls_context()
+    if settings.storage == "s3":
+        import boto3
+
+        boto3.client("s3", region_name="us-east-1", aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
+
+
+_settings = Settings.from_env()
+for _name in run_modules(_settings):
+    importlib.import_module(_name)
+warm_clients(_settings)

@@ -1,0 +1,152 @@
+"""PreforkRunLauncher: runs are forked from a warm zygote, cancel cleanly, and never run stale code.
+
+A real gRPC code server serves ``launcher_location`` (as the daemon's workspace does) and runs
+are launched through the instance, as the daemon's run queue launches them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instance_for_test
+from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
+from dagster._core.workspace.load_target import ModuleTarget
+
+from nolly_pipeline.orchestration.launcher import WORKER_TAG, PreforkRunLauncher, is_forked_worker
+from nolly_pipeline_tests.e2e.daemon import wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCATION = "nolly_pipeline_tests.orchestration.launcher_location"
+LAUNCHER = {
+    "module": "nolly_pipeline.orchestration.launcher",
+    "class": "PreforkRunLauncher",
+    "config": {"preload_modules": ["nolly_pipeline_tests.orchestration.preload_marker"]},
+}
+
+
+@contextmanager
+def served_location(instance: DagsterInstance) -> Iterator[WorkspaceProcessContext]:
+    target = ModuleTarget(module_name=LOCATION, attribute=None, working_directory=str(REPO_ROOT),
+                          location_name="launcher_test")
+    with WorkspaceProcessContext(instance, target) as process_context:
+        yield process_context
+
+
+def launch(instance: DagsterInstance, workspace: WorkspaceRequestContext, job_name: str) -> str:
+    location = workspace.get_code_location("launcher_test")
+    remote_job = location.get_repository("__repository__").get_full_job(job_name)
+    from nolly_pipeline_tests.orchestration import launcher_location
+
+    run = instance.create_run_for_job(
+        job_def=getattr(launcher_location, job_name),
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+    )
+    instance.launch_run(run.run_id, workspace)
+    return run.run_id
+
+
+def finished(instance: DagsterInstance, run_id: str, timeout: float = 60) -> DagsterRunStatus:
+    wait_until(lambda: instance.get_run_by_id(run_id).is_finished, timeout=timeout, interval=0.1,  # type: ignore[union-attr]
+               what=f"run {run_id} finished")
+    return instance.get_run_by_id(run_id).status  # type: ignore[union-attr]
+
+
+def messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    return [e.message or "" for e in instance.all_logs(run_id)]
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    with instance_for_test(temp_dir=str(tmp_path), overrides={"run_launcher": LAUNCHER}) as instance:
+        assert isinstance(instance.run_launcher, PreforkRunLauncher)
+        yield instance
+
+
+def test_run_worker_is_forked_from_a_zygote_that_preloaded_the_location(instance: DagsterInstance) -> None:
+    with served_location(instance) as process_context:
+        workspace = process_context.create_request_context()
+        run_ids = [launch(instance, workspace, "report_job") for _ in range(2)]
+        reports = []
+        for run_id in run_ids:
+            assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
+            reports.append(next(json.loads(m) for m in messages(instance, run_id) if m.startswith('{"worker"')))
+            worker = json.loads(instance.get_run_by_id(run_id).tags[WORKER_TAG])  # type: ignore[union-attr]
+            assert worker == {"host": socket.gethostname()}
+            assert instance.run_launcher.worker_pid(run_id) == reports[-1]["worker"]  # type: ignore[attr-defined]
+        (zygote,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
+        for report in reports:
+            # Forked from the one zygote, which imported the location and the preload before.
+            assert report["parent"] == zygote.process.pid
+            assert report["location_imported_in"] == zygote.process.pid
+            assert report["preload_imported_in"] == zygote.process.pid
+        assert reports[0]["worker"] != reports[1]["worker"]
+        instance.run_launcher.dispose()
+        assert zygote.process.poll() == 0  # ends with its launcher, leaving no zombie behind
+
+
+def test_terminate_interrupts_the_forked_worker_and_cancels_the_run(instance: DagsterInstance) -> None:
+    with served_location(instance) as process_context:
+        run_id = launch(instance, process_context.create_request_context(), "waiting_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        pid = instance.run_launcher.worker_pid(run_id)  # type: ignore[attr-defined]
+        assert pid is not None and is_forked_worker(pid)
+        assert instance.run_launcher.terminate(run_id)
+        assert finished(instance, run_id, timeout=30) == DagsterRunStatus.CANCELED
+        wait_until(lambda: not is_forked_worker(pid), timeout=10, interval=0.1, what="worker exited")
+        assert not instance.run_launcher.terminate(run_id)  # finished: nothing left to stop
+
+
+def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance) -> None:
+    """kill -9 leaves the worker no chance to report: the zygote sees it die and the launcher
+    fails the run, as a code server does for the workers it spawns."""
+    with served_location(instance) as process_context:
+        run_id = launch(instance, process_context.create_request_context(), "waiting_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        pid = instance.run_launcher.worker_pid(run_id)  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+        assert finished(instance, run_id, timeout=10) == DagsterRunStatus.FAILURE
+        assert f"The run worker (pid {pid}) was killed by signal 9 before the run finished." in messages(instance, run_id)
+
+
+def test_reloaded_location_gets_a_new_zygote(instance: DagsterInstance) -> None:
+    """A code location reloaded in the UI has a new server id: its runs must not be forked from
+    a zygote holding the old code, and the old zygote is ended."""
+    with served_location(instance) as process_context:
+        first = launch(instance, process_context.create_request_context(), "report_job")
+        assert finished(instance, first) == DagsterRunStatus.SUCCESS
+        (old,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
+        process_context.reload_code_location("launcher_test")
+        second = launch(instance, process_context.create_request_context(), "report_job")
+        assert finished(instance, second) == DagsterRunStatus.SUCCESS
+        (new,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
+        assert new is not old and old.process.poll() is not None
+
+
+def test_a_location_on_another_interpreter_is_launched_by_its_code_server(
+    instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The zygote runs our interpreter; a run of a location on another one goes the default way."""
+    with served_location(instance) as process_context:
+        monkeypatch.setattr(sys, "executable", "/opt/other-venv/bin/python")
+        run_id = launch(instance, process_context.create_request_context(), "report_job")
+        monkeypatch.undo()
+        assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
+        tags = instance.get_run_by_id(run_id).tags  # type: ignore[union-attr]
+        assert WORKER_TAG not in tags and ".dagster/grpc_info" in tags
+        assert not instance.run_launcher._zygotes  # type: ignore[attr-defined]
+
+
+def test_is_forked_worker_refuses_other_processes() -> None:
+    assert not is_forked_worker(os.getpid())
+    assert not is_forked_worker(2**22 + 1)  # beyond pid_max: no such process
