@@ -41,11 +41,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from dagster import Array, Field, get_dagster_logger
 from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData, serialize_value
+
+if TYPE_CHECKING:
+    from dagster._core.launcher.base import CheckRunHealthResult
 
 # Run tag of a run forked from a zygote: {"host": ...}, the machine whose process it is. Set
 # before the fork: a tag added while the worker runs can be lost to the worker's own updates of
@@ -222,6 +226,13 @@ class PreforkRunLauncher(DefaultRunLauncher):
         key = self._key(context)
         if key is None:
             return super().launch_run(context)
+        if not self._claim(run):
+            self._instance.report_engine_event(
+                "This run was already launched (by another daemon on this machine); not launching it twice.",
+                run,
+                cls=type(self),
+            )
+            return None
         try:
             zygote = self._zygote(key)
             args = ExecuteRunArgs(
@@ -245,6 +256,19 @@ class PreforkRunLauncher(DefaultRunLauncher):
         if status is not None:
             self._fail_if_unfinished(run.run_id, pid, status)
 
+    def _claim(self, run: DagsterRun) -> bool:
+        """Whether this launch is the run's first. Two daemons on one instance both dequeue a
+        run; a spawned duplicate used to start too late to do harm (Dagster ignores a worker
+        for a run already started), a forked one starts within milliseconds of the first. An
+        exclusively created marker in the run's storage folder lets only one through."""
+        folder = os.path.join(self._instance.storage_directory(), run.run_id)
+        os.makedirs(folder, exist_ok=True)
+        try:
+            os.close(os.open(os.path.join(folder, "launched"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
     def _worker_exited(self, pid: int, status: int) -> None:
         """A worker ended. If its run is not over, the worker died without saying so (kill -9,
         out of memory): fail the run now, as the code server does for the workers it spawns."""
@@ -260,7 +284,34 @@ class PreforkRunLauncher(DefaultRunLauncher):
         if run is None or run.is_finished:
             return
         how = f"was killed by signal {-status}" if status < 0 else f"exited with code {status}"
+        self._settle_lost_worker(run, pid, how)
+
+    def _settle_lost_worker(self, run: DagsterRun, pid: int, how: str) -> bool:
+        """Record the end of a run whose worker is gone; True when that end is a success.
+
+        A worker can be lost after its last step succeeded and its hooks wrote the job's row
+        ``done``, before it recorded the run's end: the run did all its work, so it is recorded
+        as a success (with an engine event saying why); otherwise it failed."""
+        from dagster._core.events import DagsterEvent, DagsterEventType
+        from dagster._core.execution.stats import StepEventStatus
+
+        plan = self._instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)  # type: ignore[arg-type]
+        steps = {s.step_key: s.status for s in self._instance.get_run_step_stats(run.run_id)}
+        keys = list(plan.step_keys_to_execute)
+        if keys and all(steps.get(key) == StepEventStatus.SUCCESS for key in keys):
+            self._instance.report_engine_event(
+                f"The run worker (pid {pid}) {how} after every step had succeeded; recording the run's success.",
+                run,
+                cls=type(self),
+            )
+            self._instance.report_dagster_event(
+                DagsterEvent(DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name,
+                             message=f'Finished execution of run for "{run.job_name}".'),
+                run_id=run.run_id,
+            )
+            return True
         self._instance.report_run_failed(run, f"The run worker (pid {pid}) {how} before the run finished.")
+        return False
 
     def worker_pid(self, run_id: str, wait: float = 0) -> int | None:
         """The pid the run's worker reported (its "Started process for run" event), waiting up to
@@ -299,6 +350,34 @@ class PreforkRunLauncher(DefaultRunLauncher):
             return False  # never started, or already gone (its pid may even be another process's now)
         os.kill(pid, signal.SIGINT)
         return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        """For run monitoring: a STARTED run whose forked worker is gone is settled here (see
+        :meth:`_settle_lost_worker`). It catches what the zygote's exit notices cannot: a worker
+        that died with its daemon and zygote (the whole group killed). Runs this process cannot
+        see into count as running, so monitoring leaves them alone."""
+        from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+        from dagster._core.storage.tags import GRPC_INFO_TAG
+
+        if WORKER_TAG not in run.tags or GRPC_INFO_TAG in run.tags:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "launched through the code server: not checked")
+        host = json.loads(run.tags[WORKER_TAG]).get("host")
+        if host != socket.gethostname():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker on {host}: not checked from here")
+        pid = self.worker_pid(run.run_id)
+        if pid is None or is_forked_worker(pid):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        current = self._instance.get_run_by_id(run.run_id)
+        if current is None or current.is_finished:
+            return CheckRunHealthResult(WorkerStatus.SUCCESS)  # ended meanwhile: nothing to do
+        if self._settle_lost_worker(current, pid, "is gone"):
+            return CheckRunHealthResult(WorkerStatus.SUCCESS, f"the run worker (pid {pid}) is gone; every step had succeeded")
+        # Already recorded as failed: monitoring sees the status change and leaves it.
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker (pid {pid}) is gone")
 
     def dispose(self) -> None:
         with self._zygotes_lock:

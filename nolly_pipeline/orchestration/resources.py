@@ -6,7 +6,9 @@ Secrets (database URL with a password, AWS keys, the Replicate token) reach thes
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -25,17 +27,26 @@ from nolly_pipeline.storage.urls import ObjectRef, public_url
 
 
 class ScratchResource(ConfigurableResource):
-    """Local scratch space for the files a run works on; removed when the run ends."""
+    """Local scratch space for the files a run works on; removed when the run ends.
+
+    One folder per run *and worker process*: a duplicate worker of the same run (two daemons
+    launching one queued run) is refused by the row's fencing, and its failure hook must not
+    remove the files the owning worker is working on."""
 
     root: str
 
+    def _path(self, run_id: str) -> Path:
+        return Path(self.root) / run_id / str(os.getpid())
+
     def run_dir(self, run_id: str) -> Path:
-        path = Path(self.root) / run_id
+        path = self._path(run_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def remove_run_dir(self, run_id: str) -> None:
-        shutil.rmtree(Path(self.root) / run_id, ignore_errors=True)
+        shutil.rmtree(self._path(run_id), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._path(run_id).parent.rmdir()  # the run's folder, once no worker uses it
 
 
 @functools.lru_cache(maxsize=4)

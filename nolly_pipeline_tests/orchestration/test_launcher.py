@@ -119,6 +119,62 @@ def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance) -> Non
         assert f"The run worker (pid {pid}) was killed by signal 9 before the run finished." in messages(instance, run_id)
 
 
+def test_run_monitoring_sees_a_worker_that_died_with_its_zygote(instance: DagsterInstance) -> None:
+    """The whole group killed (daemon, zygote, worker): no exit notice comes. Run monitoring's
+    health check finds the worker gone (and a live one running)."""
+    from dagster._core.launcher.base import WorkerStatus
+
+    launcher = instance.run_launcher
+    with served_location(instance) as process_context:
+        run_id = launch(instance, process_context.create_request_context(), "waiting_job")
+        wait_until(lambda: instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED,  # type: ignore[union-attr]
+                   timeout=60, interval=0.1, what="run started")
+        run = instance.get_run_by_id(run_id)
+        assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # type: ignore[attr-defined]
+        pid = launcher.worker_pid(run_id)  # type: ignore[attr-defined]
+        launcher.dispose()  # the zygote ends; its worker carries on, now without anyone to report it
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not is_forked_worker(pid), timeout=10, interval=0.1, what="worker gone")
+        health = launcher.check_run_worker_health(run)  # type: ignore[attr-defined]
+        assert health.status == WorkerStatus.FAILED and f"pid {pid}" in health.msg
+        assert finished(instance, run_id, timeout=5) == DagsterRunStatus.FAILURE
+
+
+def test_a_worker_lost_after_its_last_step_leaves_a_successful_run(instance: DagsterInstance) -> None:
+    """Killed after every step succeeded (and the row was written) but before the worker
+    recorded the run's end: the work is done, so the run is recorded as a success."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    launcher = instance.run_launcher
+    with served_location(instance) as process_context:
+        run_id = launch(instance, process_context.create_request_context(), "report_job")
+        assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
+        # Rewind the record to "started", as if the worker had died before writing the end.
+        run = instance.get_run_by_id(run_id)
+        instance.report_dagster_event(DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name), run_id=run_id)
+        run = instance.get_run_by_id(run_id)
+        assert run.status == DagsterRunStatus.STARTED
+        assert launcher._settle_lost_worker(run, 12345, "was killed by signal 9")  # type: ignore[attr-defined]
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
+        assert any("after every step had succeeded" in m for m in messages(instance, run_id))
+
+
+def test_a_run_is_forked_once_however_often_it_is_launched(instance: DagsterInstance) -> None:
+    """Two daemons on one instance both dequeue a run: the second launch must not fork a
+    second worker (it would start while the first is still starting, and both would run)."""
+    from dagster._core.launcher import LaunchRunContext
+
+    with served_location(instance) as process_context:
+        workspace = process_context.create_request_context()
+        run_id = launch(instance, workspace, "report_job")
+        run = instance.get_run_by_id(run_id)
+        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=workspace))  # type: ignore[arg-type]
+        assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
+        logged = messages(instance, run_id)
+        assert sum(m.startswith("Started process for run") for m in logged) == 1
+        assert any("already launched" in m for m in logged)
+
+
 def test_reloaded_location_gets_a_new_zygote(instance: DagsterInstance) -> None:
     """A code location reloaded in the UI has a new server id: its runs must not be forked from
     a zygote holding the old code, and the old zygote is ended."""
