@@ -23,7 +23,9 @@ USERS = JOBS // 2
 
 
 def test_two_daemons_process_each_job_once(make_stack, pg_store: JobStore, postgres_url: str) -> None:
-    stack = make_stack(pg_store, postgres_url, NOLLY_SENSOR_BATCH_SIZE="10")
+    # Reuse off: every job must reach the model. The inputs are the same bytes under 60 keys, and
+    # a user's second job would otherwise take the first one's outputs once that has finished.
+    stack = make_stack(pg_store, postgres_url, NOLLY_SENSOR_BATCH_SIZE="10", NOLLY_REUSE_SCOPE="off")
     stack.fake.set_behavior(ROTO_VERSION, Behavior(starting=0, processing=1))
     users = [uuid.uuid4() for _ in range(USERS)]
     keys = [f"{users[i % USERS]}/job{i}.mp4" for i in range(JOBS)]  # one input object per job
