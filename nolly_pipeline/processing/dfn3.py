@@ -58,13 +58,17 @@ class DFN3:
     _hang = 3  # frames either side of a talking frame that count as talking
     _release = 0.05  # dB per frame: 5 dB/s
     latency = (LOOKAHEAD + _hang + 1) * HOP
+    # One intra-op thread, unlike NSNet2: these graphs are many small convolutions and GRU
+    # steps per chunk, too little work per operator to share. 60 s of 48 kHz mono on 2 cores
+    # (load ~3): 28-33x real time with one thread, 16-19x with two (and 2.6x the CPU time).
+    # Stereo runs one session per channel, one core each.
+    _threads = 1
 
-    def __init__(self, model_dir: Path, strength: float = 1.0, threads: int = 2) -> None:
+    def __init__(self, model_dir: Path, strength: float = 1.0) -> None:
         import onnxruntime  # deferred: only jobs that denoise with DeepFilterNet3 load it
 
         options = onnxruntime.SessionOptions()
-        # Two intra-op threads by default; see docs/benchmarks.md for 1 vs 2 on 2 cores.
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         self._encoder, self._erb_decoder, self._df_decoder = (
             onnxruntime.InferenceSession(str(model_dir / f"{name}.onnx"), options,
