@@ -61,7 +61,8 @@ class DFN3:
     latency = (LOOKAHEAD + _hang + 1) * HOP
     # One intra-op thread, unlike NSNet2: these graphs are many small convolutions and GRU
     # steps per chunk, too little work per operator to share. 60 s of 48 kHz mono on 2 cores
-    # (load ~3): 28-33x real time with one thread, 16-19x with two (and 2.6x the CPU time).
+    # (load ~3): 28-33x real time with one thread, 16-19x with two (and 2.6x the CPU time);
+    # near idle 31x vs 24x.
     # Stereo runs one session per channel, one core each.
     _threads = 1
 
