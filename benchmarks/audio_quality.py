@@ -42,6 +42,7 @@ def methods() -> dict:
         "clean": None,  # filled per clip below
         "ours (default: nsnet2)": q.ours({}),
         "ours, strength 0.5": q.ours({"strength": 0.5}),
+        "ours, denoise: dfn3": q.ours({"denoise": "dfn3"}),
         "ours, denoise: rnnoise": q.ours({"denoise": "rnnoise"}),
         "ours, denoise: spectral": q.ours({"denoise": "spectral"}),
         "afftdn": q.peer_afftdn,

@@ -31,7 +31,7 @@ from scipy.ndimage import maximum_filter1d
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
 from nolly_pipeline.processing.denoise import Denoiser, Highpass
-from nolly_pipeline.processing.models import denoise_model_path
+from nolly_pipeline.processing.models import DENOISE_KINDS_WITH_MODELS, denoise_model_path
 from nolly_pipeline.processing.loudness import (
     PEAK_DELAY,
     LoudnessMeter,
@@ -55,7 +55,7 @@ from nolly_pipeline.processing.settings import AudioCleanSettings
 # 2: NSNet2 became the default denoiser.
 PROCESSING_VERSION = "audio-clean/2"
 
-WORK_RATE = 48_000  # RNNoise and full-band NSNet2 run at 48 kHz; denoising happens at this rate
+WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
 _BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
 # When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
@@ -198,9 +198,10 @@ def audio_clean(
 ) -> ProcessingResult:
     """Clean the (first) audio track of an audio or video file; output keeps its container.
 
-    ``models_dir`` holds the NSNet2 model (``nolly-pipeline models fetch``); default cache if None.
+    ``models_dir`` holds the denoisers' models (``nolly-pipeline models fetch``); default cache if None.
     """
-    model_path = denoise_model_path(models_dir) if settings.denoise == "nsnet2" else None
+    model_path = (denoise_model_path(models_dir, settings.denoise)
+                  if settings.denoise in DENOISE_KINDS_WITH_MODELS else None)
     info = probe(src)
     if not info.has_audio:
         raise InputError(f"{src.name} has no audio track to clean")

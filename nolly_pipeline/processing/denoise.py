@@ -1,8 +1,8 @@
 """Per-channel denoisers for dialogue and a streaming high-pass, on float blocks.
 
-NSNet2 (``nsnet2.py``, the default), RNNoise (the recurrent network in ``pyrnnoise``)
-followed by a Wiener post-filter guided by its voice activity, or a stationary spectral
-filter for material a speech model would gate. Every class keeps its state between
+NSNet2 (``nsnet2.py``, the default), DeepFilterNet3 (``dfn3.py``), RNNoise (the recurrent
+network in ``pyrnnoise``) followed by a Wiener post-filter guided by its voice activity, or
+a stationary spectral filter for material a speech model would gate. Every class keeps its state between
 blocks, so audio of any length streams through. ``strength`` (0-1) scales each one's
 attenuation in dB: lower it when the result sounds processed.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from nolly_pipeline.processing.dfn3 import DFN3
 from nolly_pipeline.processing.nsnet2 import NSNet2
 
 
@@ -180,16 +181,16 @@ class Denoiser:
     which keeps audio in sync with a copied video stream. Each channel runs on its own
     worker thread with one block in flight: RNNoise runs in C with the GIL released, so it
     overlaps decoding, filtering and metering on the calling thread (and other channels);
-    so does onnxruntime for NSNet2.
+    so does onnxruntime for DeepFilterNet3 and NSNet2.
     """
 
     def __init__(self, kind: str, channels: int, *, strength: float = 1.0,
                  model_path: Path | None = None) -> None:
-        def factory() -> _RNNoise | _Spectral | NSNet2:
-            if kind == "nsnet2":
+        def factory() -> _RNNoise | _Spectral | NSNet2 | DFN3:
+            if kind in ("dfn3", "nsnet2"):
                 if model_path is None:
-                    raise ValueError("the nsnet2 denoiser needs its model file")
-                return NSNet2(model_path, strength)
+                    raise ValueError(f"the {kind} denoiser needs its model files")
+                return DFN3(model_path, strength) if kind == "dfn3" else NSNet2(model_path, strength)
             return _RNNoise(strength) if kind == "rnnoise" else _Spectral(strength)
 
         self._channels = [factory() for _ in range(channels)]

