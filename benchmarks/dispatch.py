@@ -320,7 +320,8 @@ def main() -> None:
         "",
         f"Three sides, one daemon each, in {ROUNDS} rounds of rotating order; per side and round {BATCH} jobs"
         f" inserted at once (one user each) and {SINGLES} single jobs one at a time (inserted at random moments"
-        f" of the sensor's {SENSOR_SECONDS} s period, the same moments on every side). Project: audio-clean jobs,"
+        f" of the sensor's {SENSOR_SECONDS} s period, the same moments on every side; every side's sensor ticks"
+        f" every {SENSOR_SECONDS} s, see `orchestration/ticks.py`). Project: audio-clean jobs,"
         " S3 storage (moto), a Replicate fake that answers at once and hands the audio back (so publish checks"
         " and previews a real file). Bare: three no-op ops `download -> predict -> publish`, in-process"
         " executor, one run per row claimed by a sensor, with the project's concurrency tags and `predict` in"
