@@ -35,6 +35,7 @@ from nolly_pipeline.processing.dfn3_features import (
     analyse,
     synthesise,
 )
+from nolly_pipeline.processing.dialogue_activity import TalkingFrames
 
 _PAST = DF_ORDER - 1 - LOOKAHEAD  # spectrum frames before t the deep filter reads
 
@@ -78,8 +79,8 @@ class DFN3:
             for name in ("enc", "erb_dec", "df_dec"))
         self._strength = strength
         self._floor = 10 ** (-self.speech_attenuation_db / 20)
-        freqs = np.fft.rfftfreq(FFT, 1 / RATE)
-        self._band = (freqs > 300) & (freqs < 4000)
+        self._talking = TalkingFrames(FFT, RATE, range_db=self._active_range_db, release_db=self._release,
+                                      floor_power=1e-20)
         self._features = FeatureState()
         self._analysis = np.zeros(FFT - HOP)  # input samples before the next frame
         self._context_erb = np.zeros((0, 32), np.float32)
@@ -94,7 +95,6 @@ class DFN3:
         self._enhanced = np.zeros((0, FFT // 2 + 1), complex)
         self._noisy = np.zeros((0, FFT // 2 + 1), complex)
         self._near_peak = np.zeros(self._hang, bool)
-        self._peak = -120.0
         self._tail = np.zeros(HOP)
         self._emitted = False
 
@@ -150,16 +150,7 @@ class DFN3:
         self._masks, self._coefs = self._masks[count:], self._coefs[count:]
         self._enhanced = np.concatenate([self._enhanced, enhanced])
         self._noisy = np.concatenate([self._noisy, noisy])
-        self._near_peak = np.concatenate([self._near_peak, self._talking(enhanced)])
-
-    def _talking(self, enhanced: np.ndarray) -> np.ndarray:
-        """Frames whose denoised 300-4000 Hz level is within 20 dB of its running peak (released 5 dB/s)."""
-        power = enhanced.real**2 + enhanced.imag**2
-        level = 10 * np.log10(np.sum(power[:, self._band], axis=1) + 1e-20)
-        ramp = self._release * np.arange(len(level) + 1)
-        peak = np.maximum.accumulate(np.concatenate([[self._peak], level]) + ramp) - ramp
-        self._peak = float(peak[-1])
-        return level > peak[1:] - self._active_range_db
+        self._near_peak = np.concatenate([self._near_peak, self._talking(enhanced.real**2 + enhanced.imag**2)])
 
     def _finish(self) -> np.ndarray:
         """The enhanced frames whose ``_hang`` later frames are known: limited, scaled by strength."""
