@@ -330,16 +330,23 @@ class PreforkRunLauncher(DefaultRunLauncher):
                 return None
             time.sleep(0.2)
 
-    def terminate(self, run_id: str) -> bool:
+    @staticmethod
+    def forked_on(run: DagsterRun) -> str | None:
+        """The host whose zygote forked ``run``'s worker; None when the code server launched it."""
         from dagster._core.storage.tags import GRPC_INFO_TAG
 
+        if WORKER_TAG not in run.tags or GRPC_INFO_TAG in run.tags:
+            return None
+        return json.loads(run.tags[WORKER_TAG]).get("host")
+
+    def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
-        if run is None or WORKER_TAG not in run.tags or GRPC_INFO_TAG in run.tags:
+        host = self.forked_on(run) if run is not None else None
+        if host is None:
             return super().terminate(run_id)  # launched through the code server
-        if run.is_finished:
+        if run.is_finished:  # type: ignore[union-attr]
             return False
-        self._instance.report_run_canceling(run)
-        host = json.loads(run.tags[WORKER_TAG]).get("host")
+        self._instance.report_run_canceling(run)  # type: ignore[arg-type]
         if host != socket.gethostname():
             self._instance.report_engine_event(
                 f"The run worker runs on {host}; it cannot be signalled from {socket.gethostname()}.", run, cls=type(self)
@@ -361,11 +368,10 @@ class PreforkRunLauncher(DefaultRunLauncher):
         that died with its daemon and zygote (the whole group killed). Runs this process cannot
         see into count as running, so monitoring leaves them alone."""
         from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-        from dagster._core.storage.tags import GRPC_INFO_TAG
 
-        if WORKER_TAG not in run.tags or GRPC_INFO_TAG in run.tags:
+        host = self.forked_on(run)
+        if host is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "launched through the code server: not checked")
-        host = json.loads(run.tags[WORKER_TAG]).get("host")
         if host != socket.gethostname():
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker on {host}: not checked from here")
         pid = self.worker_pid(run.run_id)
