@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instance_for_test
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import ModuleTarget
 
 from nolly_pipeline.orchestration.launcher import WORKER_TAG, PreforkRunLauncher, is_forked_worker
+from nolly_pipeline_tests import services
 from nolly_pipeline_tests.e2e.daemon import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +208,39 @@ def test_a_location_on_another_interpreter_is_launched_by_its_code_server(
 def test_is_forked_worker_refuses_other_processes() -> None:
     assert not is_forked_worker(os.getpid())
     assert not is_forked_worker(2**22 + 1)  # beyond pid_max: no such process
+
+
+def _sessions(admin: sa.Engine, database: str) -> int:
+    """Connections ever opened to ``database``, as PostgreSQL's statistics count them."""
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return conn.execute(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :d"),
+                            {"d": database}).scalar_one()
+
+
+def test_a_forked_worker_writes_its_run_over_one_connection(tmp_path: Path) -> None:
+    """Stock Dagster connects to PostgreSQL anew for every event of a run (14 for this
+    one-op job, ~50 for ours); a forked worker holds one connection for its run instead."""
+    with services.postgres_database("nolly_launcher") as url, \
+            instance_for_test(temp_dir=str(tmp_path), overrides={
+                "run_launcher": LAUNCHER, "storage": {"postgres": {"postgres_url": url}}}) as instance, \
+            served_location(instance) as process_context:
+        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+        database = sa.make_url(url).database
+        run_id = launch(instance, process_context.create_request_context(), "report_job")
+        before = _sessions(admin, database)  # the worker has just been forked
+        # Wait without touching the database, so only the worker's connections are counted
+        # (and the one the launcher opens when the worker's exit notice comes, to look at the run).
+        workers = instance.run_launcher._workers  # type: ignore[attr-defined]  # pid -> run id, while running
+        wait_until(lambda: run_id not in workers.values(), timeout=60, interval=0.1, what="worker exited")
+        wait_until(lambda: _sessions(admin, database) > before, timeout=10, interval=0.5,
+                   what="statistics flushed")
+        sessions = _sessions(admin, database) - before
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
+        events = len(instance.all_logs(run_id))
+        admin.dispose()
+    assert events >= 10
+    # Seen: the worker's storages open 6 while the instance starts (each checks its tables),
+    # then the event log and the run storage hold one each; one more is the launcher's look
+    # at the run when the worker exits. Stock workers: 36.
+    assert sessions <= 12, f"{sessions} connections for {events} events"
