@@ -29,6 +29,10 @@ DEFAULT_PARTITION_RETENTION_DAYS = 30
 DEFAULT_HEARTBEAT_SECONDS = 10.0  # a running op touches its row this often
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 300.0  # a running row untouched this long has a dead worker
 DEFAULT_DISPATCH_GRACE_SECONDS = 120.0  # a claimed row not yet taken by its run gets checked
+# ...but never before the daemon can have created the runs of a whole sensor tick: one at a
+# time, up to 0.75 s each on a busy 2-core machine (a 200-run tick took 2.5 min in the burst
+# test, and 36 of its claims were released while their runs were still being created).
+DISPATCH_GRACE_SECONDS_PER_RUN = 1.5
 MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600  # S3 SigV4's limit, and the default lifetime
 # Whose finished jobs a new identical job may take its outputs from (NOLLY_REUSE_SCOPE).
 REUSE_SCOPES = ("user", "global", "off")
@@ -147,6 +151,7 @@ class Settings:
         if not 1 <= signed_seconds <= MAX_SIGNED_URL_SECONDS:
             raise ValueError("NOLLY_SIGNED_URL_SECONDS must be between 1 and 604800 (S3's limit)")
         replicate_enabled = _env("REPLICATE_API_TOKEN", env) is not None
+        batch_size = int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200)
         backends: dict[str, str] = {}
         models: dict[str, tuple[str | None, str | None]] = {}
         durations: dict[str, float] = {}
@@ -184,8 +189,9 @@ class Settings:
             heartbeat_seconds=float(_env("NOLLY_HEARTBEAT_SECONDS", env) or DEFAULT_HEARTBEAT_SECONDS),
             heartbeat_timeout_seconds=float(_env("NOLLY_HEARTBEAT_TIMEOUT_SECONDS", env) or DEFAULT_HEARTBEAT_TIMEOUT_SECONDS),
             reconciler_interval_seconds=int(_env("NOLLY_RECONCILER_INTERVAL_SECONDS", env) or 30),
-            dispatch_grace_seconds=float(_env("NOLLY_DISPATCH_GRACE_SECONDS", env) or DEFAULT_DISPATCH_GRACE_SECONDS),
-            sensor_batch_size=int(_env("NOLLY_SENSOR_BATCH_SIZE", env) or 200),
+            dispatch_grace_seconds=float(_env("NOLLY_DISPATCH_GRACE_SECONDS", env)
+                                         or max(DEFAULT_DISPATCH_GRACE_SECONDS, DISPATCH_GRACE_SECONDS_PER_RUN * batch_size)),
+            sensor_batch_size=batch_size,
             intermediate_bucket=_env("NOLLY_INTERMEDIATE_BUCKET", env) or DEFAULT_INTERMEDIATE_BUCKET,
             intermediate_prefix=(_env("NOLLY_INTERMEDIATE_PREFIX", env) or "dagster-io").strip("/"),
             work_dir=Path(_env("NOLLY_WORK_DIR", env) or home / "work"),

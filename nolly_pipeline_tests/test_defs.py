@@ -61,6 +61,18 @@ def test_embedded_default_needs_no_configuration(clean_env: Path) -> None:
     assert sensor.minimum_interval_seconds == minimum_interval(60)  # ticks every 60 s (see test_ticks.py)
 
 
+def test_dispatch_grace_outlasts_the_creation_of_a_whole_tick_of_runs(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler must not release claims whose runs the daemon is still creating: the
+    grace grows with the sensor's batch (1.5 s a run) over its 120 s floor, unless set."""
+    assert Settings.from_env().dispatch_grace_seconds == 300  # batch 200
+    monkeypatch.setenv("NOLLY_SENSOR_BATCH_SIZE", "20")
+    assert Settings.from_env().dispatch_grace_seconds == 120
+    monkeypatch.setenv("NOLLY_DISPATCH_GRACE_SECONDS", "45")
+    assert Settings.from_env().dispatch_grace_seconds == 45
+
+
 def test_s3_and_replicate_configuration_keeps_secrets_as_env_vars(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
