@@ -40,9 +40,9 @@ DNSMOS_GOAL = 1.1  # mean DNSMOS OVRL over the best peer's
 def methods() -> dict:
     return {
         "clean": None,  # filled per clip below
-        "ours (default: nsnet2)": q.ours({}),
+        "ours (default: dfn3)": q.ours({}),
         "ours, strength 0.5": q.ours({"strength": 0.5}),
-        "ours, denoise: dfn3": q.ours({"denoise": "dfn3"}),
+        "ours, denoise: nsnet2": q.ours({"denoise": "nsnet2"}),
         "ours, denoise: rnnoise": q.ours({"denoise": "rnnoise"}),
         "ours, denoise: spectral": q.ours({"denoise": "spectral"}),
         "afftdn": q.peer_afftdn,
@@ -107,7 +107,7 @@ def main() -> None:
         results = _run(clips)
         speed, speed_seconds = _speed(tmp)
         rss_short, rss_long = _rss_child(20, tmp), _rss_child(120, tmp)
-    ours = "ours (default: nsnet2)"
+    ours = "ours (default: dfn3)"
     best_peer = max(PEERS, key=lambda m: results.mean(m, "dnsmos"))
     ratio = results.mean(ours, "dnsmos") / results.mean(best_peer, "dnsmos")
     drop, (noise, snr) = results.worst_stoi_drop(ours)

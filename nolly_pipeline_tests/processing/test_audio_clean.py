@@ -35,7 +35,7 @@ def _si_snr(reference, estimate, max_lag=2000):
     return 10 * np.log10(np.sum((scale * ref) ** 2) / np.sum((est - scale * ref) ** 2)), lag
 
 
-# The default (nsnet2) keeps dialogue intelligible under other voices (STOI, issue 10 and
+# nsnet2 keeps dialogue intelligible under other voices (STOI, issue 10 and
 # test_denoise_quality.py), but its per-bin gains leave more of pink noise's low end and
 # touch more of the speech than RNNoise + the Wiener post-filter these SI-SNR thresholds
 # were set on. Kept as the goal, not lowered: a strict xfail until a denoiser meets both.
@@ -113,7 +113,7 @@ def dialogue(tmp_path_factory):
         (".flac", "flac"),
         (".mp3", "mp3"),
         # Was a strict xfail under RNNoise, which kept little of the AAC-coded tones but one
-        # 100 ms burst (peak-to-loudness 22 dB); the default nsnet2 keeps the tones.
+        # 100 ms burst (peak-to-loudness 22 dB); nsnet2, then dfn3, keep the tones.
         (".m4a", "aac"),
     ],
 )
