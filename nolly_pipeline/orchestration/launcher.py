@@ -207,7 +207,10 @@ class PreforkRunLauncher(DefaultRunLauncher):
         every worker builds its instance from them, which imports half of Dagster's storage."""
         ref = self._instance.get_ref()
         classes = [getattr(ref, field) for field in ref._fields if field.endswith("_data")]
-        return list(dict.fromkeys(c.module_name for c in classes if isinstance(c, ConfigurableClassData)))
+        modules = list(dict.fromkeys(c.module_name for c in classes if isinstance(c, ConfigurableClassData)))
+        if any(m.startswith("dagster_postgres") for m in modules):
+            modules.append("psycopg2.extras")  # SQLAlchemy imports the driver when an engine is built
+        return modules
 
     def _zygote(self, key: ZygoteKey) -> Zygote:
         with self._zygotes_lock:

@@ -22,8 +22,11 @@ EVERY_RUN = (
     "nolly_pipeline.processing.previews",
     "nolly_pipeline.processing.loudness",
 )
+# The jobs table on PostgreSQL: SQLAlchemy imports the driver when the run builds its engine.
+DATABASE_DRIVER = ("psycopg2.extras",)
 S3_CLIENT = ("boto3", "botocore.config", "botocore.exceptions", "boto3.s3.transfer")
-REPLICATE_CLIENT = ("replicate", "nolly_pipeline.predictors.replicate_backend")
+# httpx imports its transport (httpcore, h11) when the first client is built.
+REPLICATE_CLIENT = ("replicate", "nolly_pipeline.predictors.replicate_backend", "httpcore", "h11")
 # Local processing per job type; video types also draw previews with OpenCV.
 LOCAL = {
     "roto": ("cv2", "nolly_pipeline.processing.roto"),
@@ -35,6 +38,8 @@ LOCAL = {
 def run_modules(settings: Settings) -> list[str]:
     """The modules a run of ``settings`` imports besides the code location, in import order."""
     modules = list(EVERY_RUN)
+    if settings.database_url.startswith("postgresql"):
+        modules += DATABASE_DRIVER
     if settings.storage == "s3":
         modules += S3_CLIENT
     if "replicate" in settings.backends.values():
