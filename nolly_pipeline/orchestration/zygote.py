@@ -28,6 +28,7 @@ import os
 import select
 import sys
 import threading
+from typing import Any
 
 # Enough of Dagster that a forked worker starts executing at once: the CLI body it runs, the
 # execution machinery it drives, and what its instance imports only when built (``upath``, for
@@ -119,10 +120,32 @@ def run_worker(execute_run_args: str) -> int:
             # No statement timeout (0), as for a stock worker; extra threads get their own
             # connection, closed when returned beyond the one held.
             instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=20)
+            ping_on_checkout()
             return _execute_run_command_body(
                 args.run_id, instance, lambda _event: None,
                 set_exit_code_on_failure=args.set_exit_code_on_failure or False,
             )
+
+
+def ping_on_checkout() -> None:
+    """Test every pooled connection of this worker before use, as ``pool_pre_ping`` does (which
+    ``optimize_for_webserver`` does not set): a connection held across a database restart or
+    failover is then replaced, where using it would fail the run's next event write."""
+    from sqlalchemy import event, exc, pool
+
+    def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        except Exception as error:  # noqa: BLE001 - any failure means: not usable
+            raise exc.DisconnectionError() from error  # the pool connects anew and retries
+        finally:
+            try:
+                cursor.close()
+            except Exception:  # noqa: BLE001 - a dead connection's cursor may fail to close
+                pass
+
+    event.listen(pool.Pool, "checkout", ping)
 
 
 def exit_worker(code: int) -> None:

@@ -1,5 +1,5 @@
 """A tiny code location for the launcher tests: a job that reports where its modules were
-imported, and a job that waits until it is cancelled."""
+imported, a job that waits until it is cancelled, and one that pauses for 3 s."""
 
 import json
 import os
@@ -28,6 +28,16 @@ def wait_forever() -> None:
         time.sleep(0.1)
 
 
+@op
+def pause() -> None:
+    time.sleep(3)
+
+
+@job
+def pausing_job() -> None:
+    pause()
+
+
 @job
 def report_job() -> None:
     report()
@@ -39,4 +49,4 @@ def waiting_job() -> None:
 
 
 # In-process, as the project runs: the op runs in the run worker itself.
-defs = Definitions(jobs=[report_job, waiting_job], executor=in_process_executor)
+defs = Definitions(jobs=[report_job, waiting_job, pausing_job], executor=in_process_executor)

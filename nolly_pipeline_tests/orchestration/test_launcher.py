@@ -244,3 +244,24 @@ def test_a_forked_worker_writes_its_run_over_one_connection(tmp_path: Path) -> N
     # then the event log and the run storage hold one each; one more is the launcher's look
     # at the run when the worker exits. Stock workers: 36.
     assert sessions <= 12, f"{sessions} connections for {events} events"
+
+
+def test_a_forked_worker_reconnects_when_its_held_connection_is_cut(tmp_path: Path) -> None:
+    """The connection a worker holds can die under it (a database restart or failover); its
+    next event must go over a new one, as stock Dagster's fresh connection per event does,
+    not fail the run."""
+    with services.postgres_database("nolly_launcher") as url, \
+            instance_for_test(temp_dir=str(tmp_path), overrides={
+                "run_launcher": LAUNCHER, "storage": {"postgres": {"postgres_url": url}}}) as instance, \
+            served_location(instance) as process_context:
+        run_id = launch(instance, process_context.create_request_context(), "pausing_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            cut = conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": sa.make_url(url).database}).scalar_one()
+        admin.dispose()
+        assert cut >= 1  # the worker's held connections
+        assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
