@@ -105,7 +105,7 @@ def probe(path: Path) -> MediaInfo:
             raise InputError(f"could not decode {path.name}: no decodable frames")
         rotation = round(first.rotation) if video is not None else 0
         format_name = container.format.name
-        duration = _duration(container, main)
+        duration = stream_duration(container, main)
 
     audio_fields: dict = {}
     if audio is not None:
@@ -135,7 +135,8 @@ def probe(path: Path) -> MediaInfo:
     )
 
 
-def _duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
+def stream_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
+    """Seconds of ``stream`` as its container declares them (the stream's own, else the file's)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
