@@ -76,7 +76,7 @@ def _audio_rows(tmp: Path) -> list[tuple[str, str, str]]:
         result = audio_clean(src, tmp / "audio", AudioCleanSettings())
         took = time.perf_counter() - start
         rows.append((f"audio_clean 60 s speech + pink noise at 5 dB, mono 48 kHz {suffix[1:].upper()} "
-                     "(nsnet2, -16 LUFS, -1.5 dBTP)", f"{took:.2f} s",
+                     f"({AudioCleanSettings().denoise}, -16 LUFS, -1.5 dBTP)", f"{took:.2f} s",
                      f"{60 / took:.1f}x real time (goal >= 10x); "
                      f"{result.metadata['output_lufs']} LUFS, {result.metadata['output_true_peak_db']} dBTP"))
     return rows
