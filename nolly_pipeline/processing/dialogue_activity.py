@@ -35,8 +35,9 @@ class TalkingFrames:
 class DominantBins:
     """Bins where the dialogue surely dominates: the input's power stands ``margin_db`` over
     the background's level there, the minimum of its 3-frame average over the last
-    ``window`` frames that were not silent (minimum statistics: other voices and steady noise leave a floor in
-    every bin, which the dialogue, nearer the microphone, rises far above).
+    ``window`` frames that were not silent (minimum statistics: other voices and steady
+    noise leave a floor in every bin, which the dialogue, nearer the microphone, rises far
+    above).
 
     A learned denoiser that cannot tell the dialogue from background talkers may still cut
     such bins deep; its cut there is what costs intelligibility (issue 10: under a crowd at
