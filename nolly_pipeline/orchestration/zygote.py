@@ -5,8 +5,7 @@ and the code location again before its first op: about 1.5 s of CPU per run on o
 machine, more than the ops of a short job cost. This process imports them once (the same idea as
 the ``forkserver`` start method with ``preload_modules`` of Dagster's multiprocess executor, one
 level up: per run instead of per step), then forks one child per run. The child is an ordinary
-``dagster api execute_run`` worker that starts with everything already imported, and whose
-instance holds its database connections for the run (see :func:`run_worker`).
+``dagster api execute_run`` worker that starts with everything already imported.
 
 Protocol, one JSON object per line: the zygote writes ``{"ready": ..., "failed": [...]}`` once
 its imports are done; for each request line ``{"execute_run_args": "<serialized ExecuteRunArgs>"}``
@@ -28,7 +27,6 @@ import os
 import select
 import sys
 import threading
-from typing import Any
 
 # Enough of Dagster that a forked worker starts executing at once: the CLI body it runs, the
 # execution machinery it drives, and what its instance imports only when built (``upath``, for
@@ -101,51 +99,14 @@ def become_worker() -> None:
 
 def run_worker(execute_run_args: str) -> int:
     """Run what ``dagster api execute_run`` runs (the same interrupt handling: SIGINT cancels
-    the run; the same instance and exit code); return the exit code.
+    the run; the same instance and exit code); return the exit code."""
+    from dagster._cli.api import execute_run_command
 
-    One difference: the instance keeps one database connection open for the run, as Dagster's
-    webserver does (``optimize_for_webserver``), instead of connecting anew for each of the
-    run's ~50 events. On PostgreSQL every connection is a new backend process that starts with
-    cold catalog caches; a worker lives for one run, so holding one connection costs nothing.
-    """
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._cli.utils import get_instance_for_cli
-    from dagster._grpc.types import ExecuteRunArgs
-    from dagster._serdes import deserialize_value
-    from dagster._utils.interrupts import capture_interrupts
-
-    with capture_interrupts():
-        args = deserialize_value(execute_run_args, ExecuteRunArgs)
-        with get_instance_for_cli(instance_ref=args.instance_ref) as instance:
-            # No statement timeout (0), as for a stock worker; extra threads get their own
-            # connection, closed when returned beyond the one held.
-            instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=20)
-            ping_on_checkout()
-            return _execute_run_command_body(
-                args.run_id, instance, lambda _event: None,
-                set_exit_code_on_failure=args.set_exit_code_on_failure or False,
-            )
-
-
-def ping_on_checkout() -> None:
-    """Test every pooled connection of this worker before use, as ``pool_pre_ping`` does (which
-    ``optimize_for_webserver`` does not set): a connection held across a database restart or
-    failover is then replaced, where using it would fail the run's next event write."""
-    from sqlalchemy import event, exc, pool
-
-    def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SELECT 1")
-        except Exception as error:  # noqa: BLE001 - any failure means: not usable
-            raise exc.DisconnectionError() from error  # the pool connects anew and retries
-        finally:
-            try:
-                cursor.close()
-            except Exception:  # noqa: BLE001 - a dead connection's cursor may fail to close
-                pass
-
-    event.listen(pool.Pool, "checkout", ping)
+    try:
+        execute_run_command.callback(input_json=execute_run_args, compressed_input_json=None)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
 
 
 def exit_worker(code: int) -> None:

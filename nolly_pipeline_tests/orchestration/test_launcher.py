@@ -210,46 +210,11 @@ def test_is_forked_worker_refuses_other_processes() -> None:
     assert not is_forked_worker(2**22 + 1)  # beyond pid_max: no such process
 
 
-def _sessions(admin: sa.Engine, database: str) -> int:
-    """Connections ever opened to ``database``, as PostgreSQL's statistics count them."""
-    with admin.connect() as conn:
-        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-        return conn.execute(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :d"),
-                            {"d": database}).scalar_one()
-
-
-def test_a_forked_worker_writes_its_run_over_one_connection(tmp_path: Path) -> None:
-    """Stock Dagster connects to PostgreSQL anew for every event of a run (14 for this
-    one-op job, ~50 for ours); a forked worker holds one connection for its run instead."""
-    with services.postgres_database("nolly_launcher") as url, \
-            instance_for_test(temp_dir=str(tmp_path), overrides={
-                "run_launcher": LAUNCHER, "storage": {"postgres": {"postgres_url": url}}}) as instance, \
-            served_location(instance) as process_context:
-        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
-        database = sa.make_url(url).database
-        run_id = launch(instance, process_context.create_request_context(), "report_job")
-        before = _sessions(admin, database)  # the worker has just been forked
-        # Wait without touching the database, so only the worker's connections are counted
-        # (and the one the launcher opens when the worker's exit notice comes, to look at the run).
-        workers = instance.run_launcher._workers  # type: ignore[attr-defined]  # pid -> run id, while running
-        wait_until(lambda: run_id not in workers.values(), timeout=60, interval=0.1, what="worker exited")
-        wait_until(lambda: _sessions(admin, database) > before, timeout=10, interval=0.5,
-                   what="statistics flushed")
-        sessions = _sessions(admin, database) - before
-        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
-        events = len(instance.all_logs(run_id))
-        admin.dispose()
-    assert events >= 10
-    # Seen: the worker's storages open 6 while the instance starts (each checks its tables),
-    # then the event log and the run storage hold one each; one more is the launcher's look
-    # at the run when the worker exits. Stock workers: 36.
-    assert sessions <= 12, f"{sessions} connections for {events} events"
-
-
-def test_a_forked_worker_reconnects_when_its_held_connection_is_cut(tmp_path: Path) -> None:
-    """The connection a worker holds can die under it (a database restart or failover); its
-    next event must go over a new one, as stock Dagster's fresh connection per event does,
-    not fail the run."""
+def test_a_forked_worker_survives_its_database_connections_being_cut(tmp_path: Path) -> None:
+    """A database restart or failover cuts every connection; a worker's next event must go
+    over a new one, not fail the run. (Holding connections for a run, as the webserver does,
+    failed this without a ping; and held by workers waiting on a pool slot, they exhausted
+    PostgreSQL's connections in the daemon-kill test. Workers connect per event, as stock.)"""
     with services.postgres_database("nolly_launcher") as url, \
             instance_for_test(temp_dir=str(tmp_path), overrides={
                 "run_launcher": LAUNCHER, "storage": {"postgres": {"postgres_url": url}}}) as instance, \
@@ -259,9 +224,8 @@ def test_a_forked_worker_reconnects_when_its_held_connection_is_cut(tmp_path: Pa
                                for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
         admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
         with admin.connect() as conn:
-            cut = conn.execute(sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": sa.make_url(url).database}).scalar_one()
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": sa.make_url(url).database})
         admin.dispose()
-        assert cut >= 1  # the worker's held connections
         assert finished(instance, run_id) == DagsterRunStatus.SUCCESS
