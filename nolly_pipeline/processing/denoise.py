@@ -18,6 +18,7 @@ from scipy.signal import butter, sosfilt
 
 from nolly_pipeline.processing.dfn3 import DFN3
 from nolly_pipeline.processing.nsnet2 import NSNet2
+from nolly_pipeline.processing.overlap_add import HalfOverlapAdd
 
 
 class _WienerPostFilter:
@@ -48,7 +49,7 @@ class _WienerPostFilter:
         self._noisy = np.zeros(self.hop)
         self._speech = np.zeros(self.hop)
         self._vad = np.ones(4)  # two hops of per-frame voice probability, oldest first
-        self._tail = np.zeros(self.hop)
+        self._add = HalfOverlapAdd(self.hop)
         self._noise_sum = np.zeros(self.hop + 1)
         self._noise_count = 0.0
 
@@ -82,12 +83,7 @@ class _WienerPostFilter:
         self._noise_count = self._noise_count * decay + len(noise_frames)
 
     def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
-        frames = np.fft.irfft(spectra, axis=1) * self._window
-        out = frames[:, : self.hop].copy()
-        out[0] += self._tail
-        out[1:] += frames[:-1, self.hop :]
-        self._tail = frames[-1, self.hop :]
-        return out.reshape(-1)
+        return self._add(np.fft.irfft(spectra, axis=1) * self._window)
 
 
 class _RNNoise:

@@ -38,6 +38,7 @@ from nolly_pipeline.processing.dfn3_features import (
     synthesise,
 )
 from nolly_pipeline.processing.dialogue_activity import DominantBins, TalkingFrames
+from nolly_pipeline.processing.overlap_add import HalfOverlapAdd
 
 _PAST = DF_ORDER - 1 - LOOKAHEAD  # spectrum frames before t the deep filter reads
 
@@ -106,7 +107,7 @@ class DFN3:
         self._enhanced = np.zeros((0, FFT // 2 + 1), complex)
         self._noisy = np.zeros((0, FFT // 2 + 1), complex)
         self._near_peak = np.zeros(self._hang, bool)
-        self._tail = np.zeros(HOP)
+        self._overlap_add = HalfOverlapAdd(HOP)
         self._emitted = False
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
@@ -118,7 +119,7 @@ class DFN3:
         erb, spec = self._features(spectra)
         masks, coefs = self._run_model(erb, spec)
         self._enhance(spectra, masks, coefs)
-        out = self._overlap_add(self._finish())
+        out = self._overlap_add(synthesise(self._finish()))
         if not self._emitted:  # frames still held back: the latency, as leading zeros
             self._emitted = True
             out = np.concatenate([np.zeros(len(block) - len(out)), out])
@@ -193,13 +194,3 @@ class DFN3:
         gain = np.abs(enhanced) / (np.abs(noisy) + 1e-20)
         lift = np.where(active[:, None], np.maximum(floor - gain, 0.0), 0.0)
         return enhanced + lift * noisy
-
-    def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
-        if len(spectra) == 0:
-            return np.zeros(0)
-        frames = synthesise(spectra)
-        out = frames[:, :HOP].copy()
-        out[0] += self._tail
-        out[1:] += frames[:-1, HOP:]
-        self._tail = frames[-1, HOP:]
-        return out.reshape(-1)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from nolly_pipeline.processing.dialogue_activity import TalkingFrames
+from nolly_pipeline.processing.overlap_add import HalfOverlapAdd
 
 
 class NSNet2:
@@ -72,7 +73,7 @@ class NSNet2:
         self._floor = 10 ** (-self.max_attenuation_db / 20)
         self._previous = np.zeros(self.hop)
         self._features = np.zeros((0, self._nfft // 2 + 1), dtype=np.float32)
-        self._tail = np.zeros(self._win - self.hop)
+        self._overlap_add = HalfOverlapAdd(self.hop)  # _win is 2 hops
         self._talking = TalkingFrames(self._nfft, 48_000, range_db=self._active_range_db,
                                       release_db=self._release, floor_power=1e-12)
 
@@ -87,7 +88,8 @@ class NSNet2:
         gains = self._limit_in_speech(spectra, self._gains(features))
         if self._strength != 1.0:
             gains = gains**self._strength
-        return self._overlap_add(spectra * gains)
+        frames = np.fft.irfft(spectra * gains, n=self._nfft, axis=1)[:, : self._win] * self._window
+        return self._overlap_add(frames)
 
     def _limit_in_speech(self, spectra: np.ndarray, gains: np.ndarray) -> np.ndarray:
         """At most ``speech_attenuation_db`` in frames where the dialogue is talking.
@@ -119,11 +121,3 @@ class NSNet2:
             parts.append(batch.reshape(-1, batch.shape[-1]))
         gains = np.clip(np.concatenate(parts).astype(np.float64), 0.0, 1.0)
         return np.maximum(np.where(gains < self._knee, gains * gains / self._knee, gains), self._floor)
-
-    def _overlap_add(self, spectra: np.ndarray) -> np.ndarray:
-        frames = np.fft.irfft(spectra, n=self._nfft, axis=1)[:, : self._win] * self._window
-        out = frames[:, : self.hop].copy()
-        out[0] += self._tail
-        out[1:] += frames[:-1, self.hop :]
-        self._tail = frames[-1, self.hop :]
-        return out.reshape(-1)
