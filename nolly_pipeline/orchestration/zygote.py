@@ -5,7 +5,8 @@ and the code location again before its first op: about 1.5 s of CPU per run on o
 machine, more than the ops of a short job cost. This process imports them once (the same idea as
 the ``forkserver`` start method with ``preload_modules`` of Dagster's multiprocess executor, one
 level up: per run instead of per step), then forks one child per run. The child is an ordinary
-``dagster api execute_run`` worker that starts with everything already imported.
+``dagster api execute_run`` worker that starts with everything already imported, and whose
+instance holds its database connections while it works (see :func:`run_worker`).
 
 Protocol, one JSON object per line: the zygote writes ``{"ready": ..., "failed": [...]}`` once
 its imports are done; for each request line ``{"execute_run_args": "<serialized ExecuteRunArgs>"}``
@@ -99,14 +100,28 @@ def become_worker() -> None:
 
 def run_worker(execute_run_args: str) -> int:
     """Run what ``dagster api execute_run`` runs (the same interrupt handling: SIGINT cancels
-    the run; the same instance and exit code); return the exit code."""
-    from dagster._cli.api import execute_run_command
+    the run; the same instance and exit code); return the exit code.
 
-    try:
-        execute_run_command.callback(input_json=execute_run_args, compressed_input_json=None)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    One difference: the instance holds its PostgreSQL connections while the run works instead
+    of connecting anew for each of its ~50 events, and closes them when idle
+    (:mod:`.worker_connections`).
+    """
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._cli.utils import get_instance_for_cli
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    from nolly_pipeline.orchestration.worker_connections import hold_connections
+
+    with capture_interrupts():
+        args = deserialize_value(execute_run_args, ExecuteRunArgs)
+        with get_instance_for_cli(instance_ref=args.instance_ref) as instance:
+            hold_connections(instance)
+            return _execute_run_command_body(
+                args.run_id, instance, lambda _event: None,
+                set_exit_code_on_failure=args.set_exit_code_on_failure or False,
+            )
 
 
 def exit_worker(code: int) -> None:

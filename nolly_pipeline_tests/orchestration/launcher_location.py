@@ -1,5 +1,6 @@
 """A tiny code location for the launcher tests: a job that reports where its modules were
-imported, a job that waits until it is cancelled, and one that pauses for 3 s."""
+imported, a job that waits until it is cancelled, and one that pauses for 1 s (less than a
+worker's idle limit on a held connection, :data:`.worker_connections.IDLE_SECONDS`)."""
 
 import json
 import os
@@ -30,7 +31,7 @@ def wait_forever() -> None:
 
 @op
 def pause() -> None:
-    time.sleep(3)
+    time.sleep(1)
 
 
 @job

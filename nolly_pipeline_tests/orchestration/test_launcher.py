@@ -210,22 +210,85 @@ def test_is_forked_worker_refuses_other_processes() -> None:
     assert not is_forked_worker(2**22 + 1)  # beyond pid_max: no such process
 
 
-def test_a_forked_worker_survives_its_database_connections_being_cut(tmp_path: Path) -> None:
-    """A database restart or failover cuts every connection; a worker's next event must go
-    over a new one, not fail the run. (Holding connections for a run, as the webserver does,
-    failed this without a ping; and held by workers waiting on a pool slot, they exhausted
-    PostgreSQL's connections in the daemon-kill test. Workers connect per event, as stock.)"""
+def _backends(admin: sa.Engine, database: str) -> int:
+    """Connections open to ``database`` now, other than the caller's."""
+    with admin.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"
+                                    " AND pid <> pg_backend_pid()"), {"d": database}).scalar_one()
+
+
+def _sessions(admin: sa.Engine, database: str) -> int:
+    """Connections ever opened to ``database``, as PostgreSQL's statistics count them."""
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return conn.execute(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :d"),
+                            {"d": database}).scalar_one()
+
+
+@contextmanager
+def postgres_instance(tmp_path: Path) -> Iterator[tuple[DagsterInstance, WorkspaceProcessContext, sa.Engine, str]]:
+    """An instance on PostgreSQL with the prefork launcher, its served location, an admin engine
+    and the Dagster database's name."""
     with services.postgres_database("nolly_launcher") as url, \
             instance_for_test(temp_dir=str(tmp_path), overrides={
                 "run_launcher": LAUNCHER, "storage": {"postgres": {"postgres_url": url}}}) as instance, \
             served_location(instance) as process_context:
+        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+        try:
+            yield instance, process_context, admin, sa.make_url(url).database  # type: ignore[misc]
+        finally:
+            admin.dispose()
+
+
+def test_a_forked_worker_writes_its_run_over_few_connections(tmp_path: Path) -> None:
+    """Stock Dagster connects to PostgreSQL anew for every event of a run (36 for this one-op
+    job, ~50 for ours); a forked worker holds its connections while it works."""
+    with postgres_instance(tmp_path) as (instance, process_context, admin, database):
+        run_id = launch(instance, process_context.create_request_context(), "report_job")
+        before = _sessions(admin, database)  # the worker has just been forked
+        # Wait without touching the database, so only the worker's connections are counted
+        # (and the one the launcher opens when the worker's exit notice comes, to look at the run).
+        workers = instance.run_launcher._workers  # type: ignore[attr-defined]  # pid -> run id, while running
+        wait_until(lambda: run_id not in workers.values(), timeout=60, interval=0.1, what="worker exited")
+        wait_until(lambda: _sessions(admin, database) > before, timeout=10, interval=0.5,
+                   what="statistics flushed")
+        sessions = _sessions(admin, database) - before
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
+        events = len(instance.all_logs(run_id))
+    assert events >= 10
+    # Seen: the worker's storages open 6 while the instance starts (each checks its tables),
+    # then the event log and the run storage hold one each; one more is the launcher's look
+    # at the run when the worker exits. Stock workers: 36.
+    assert sessions <= 12, f"{sessions} connections for {events} events"
+
+
+def test_a_waiting_forked_worker_holds_no_connections(tmp_path: Path) -> None:
+    """A worker that waits (here in its op; in production on a concurrency pool slot or a long
+    prediction) closes its held connections once idle: many waiting workers must not exhaust
+    PostgreSQL's ``max_connections``."""
+    from nolly_pipeline.orchestration.worker_connections import IDLE_SECONDS
+
+    with postgres_instance(tmp_path) as (instance, process_context, admin, database):
+        run_id = launch(instance, process_context.create_request_context(), "waiting_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        wait_until(lambda: _backends(admin, database) == 0, timeout=IDLE_SECONDS + 5, interval=0.2,
+                   what="the waiting worker's connections closed")
+        instance.run_launcher.terminate(run_id)
+        # Its next events go over new connections.
+        assert finished(instance, run_id) == DagsterRunStatus.CANCELED
+
+
+def test_a_forked_worker_survives_its_database_connections_being_cut(tmp_path: Path) -> None:
+    """A database restart or failover cuts the connections a worker holds; its next event must
+    go over a new one (pinged before use), not fail the run."""
+    with postgres_instance(tmp_path) as (instance, process_context, admin, database):
         run_id = launch(instance, process_context.create_request_context(), "pausing_job")
         wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
                                for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
-        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
         with admin.connect() as conn:
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": sa.make_url(url).database})
-        admin.dispose()
+            cut = conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar_one()
+        assert cut >= 1  # the worker's held connections, cut before its op ends
         assert finished(instance, run_id) == DagsterRunStatus.SUCCESS

@@ -1,0 +1,90 @@
+"""Held connections that let go when idle, on a real PostgreSQL (the worker side is tested
+through forked workers in test_launcher.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from nolly_pipeline.orchestration.worker_connections import IdleConnections
+from nolly_pipeline_tests import services
+
+
+@pytest.fixture
+def pooled() -> Iterator[tuple[sa.Engine, IdleConnections, str]]:
+    """An engine holding one connection, watched by an IdleConnections of 0.2 s; and the
+    application name its connections carry."""
+    name = f"nolly-idle-{uuid.uuid4().hex[:8]}"
+    with services.postgres_database("nolly_idle") as url:
+        engine = sa.create_engine(url, pool_size=1, max_overflow=5, connect_args={"application_name": name})
+        idle = IdleConnections(idle_seconds=0.2)
+        event.listen(engine, "checkin", idle.checked_in)
+        event.listen(engine, "checkout", idle.checked_out)
+        try:
+            yield engine, idle, name
+        finally:
+            engine.dispose()
+
+
+def open_backends(name: str) -> int:
+    admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                                {"n": name}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def backend_pid(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_a_connection_in_use_again_soon_is_kept(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
+    engine, idle, name = pooled
+    first = backend_pid(engine)
+    assert idle.close_idle() == 0  # just checked in
+    assert backend_pid(engine) == first  # the same backend: no new connection
+    assert open_backends(name) == 1
+
+
+def test_an_idle_connection_is_closed_and_the_next_use_connects_anew(
+    pooled: tuple[sa.Engine, IdleConnections, str],
+) -> None:
+    engine, idle, name = pooled
+    first = backend_pid(engine)
+    time.sleep(0.3)
+    assert idle.close_idle() == 1
+    assert open_backends(name) == 0  # the server process is gone
+    assert backend_pid(engine) != first
+    assert open_backends(name) == 1
+
+
+def test_a_connection_checked_out_is_never_closed_under_its_user(
+    pooled: tuple[sa.Engine, IdleConnections, str],
+) -> None:
+    engine, idle, _ = pooled
+    backend_pid(engine)
+    time.sleep(0.3)
+    with engine.connect() as conn:  # taken out of the idle set on checkout
+        time.sleep(0.3)
+        assert idle.close_idle() == 0
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_cut_connection_is_replaced_on_checkout(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
+    """A database restart cuts a held connection; the ping on checkout replaces it."""
+    engine, _, _ = pooled
+    first = backend_pid(engine)
+    admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first}).scalar_one()
+    admin.dispose()
+    time.sleep(0.1)
+    assert backend_pid(engine) != first
