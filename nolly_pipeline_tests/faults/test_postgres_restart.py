@@ -93,7 +93,11 @@ def test_jobs_database_restart_mid_processing(make_stack, own_cluster: Cluster) 
     stack = make_stack(
         store, own_cluster.url,
         NOLLY_HEARTBEAT_SECONDS="1", NOLLY_HEARTBEAT_TIMEOUT_SECONDS="15", NOLLY_RECONCILER_INTERVAL_SECONDS="2",
-        NOLLY_DISPATCH_GRACE_SECONDS="10",
+        # Longer than the daemon takes to create the 40 runs one tick claims (seen: over 10 s on
+        # a loaded 2-core machine; a claim released before its run exists is dispatched again,
+        # and the late runs of earlier attempts spent the attempt budget). Still far below the
+        # default (300 s), so runs that failed during the outage are settled within the wait.
+        NOLLY_DISPATCH_GRACE_SECONDS="60",
     )
     stack.fake.set_behavior(ROTO_VERSION, Behavior(starting=1, processing=3))
     users = [uuid.uuid4() for _ in range(USERS)]
