@@ -49,6 +49,7 @@ from nolly_pipeline.processing.media import (
     remux_packet,
 )
 from nolly_pipeline.processing.settings import AudioCleanSettings
+from nolly_pipeline.processing.muxer import EncodeMuxer
 
 # Bump when a change alters what this processor outputs for the same input and settings:
 # finished jobs made by an older version then stop being reused for new ones (reuse.py).
@@ -611,24 +612,25 @@ def _pass2(
         written = round(measured.start * rate)
 
         blocks = _scratch_blocks(scratch, channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, plan.gain_db, ceiling_db, rate, channels, plan.clip_db,
-                              lowered):
-            if block.shape[1] == 0:
-                continue
-            loudness.update(block)
-            peak.update(block)
-            frame = _frame(block, layout, rate, written)
-            written += block.shape[1]
-            # Interleave copied video up to this audio time so the muxer never buffers much.
-            now = written / rate
-            while pending_video is not None and (
-                pending_video.dts is None or float(pending_video.dts * pending_video.time_base) <= now
-            ):
-                remux_packet(out, pending_video, v_outs[pending_video.stream.index])
-                pending_video = next(video_packets, None)
-            out.mux(a_out.encode(frame))
-            ticker.advance(block.shape[1] * 1000 // rate)
-        out.mux(a_out.encode(None))
+        # The encoder (a third of lossy output's time) runs beside the limiter.
+        with EncodeMuxer(out, a_out, ticker) as muxer:
+            for block in _limited(blocks, plan.gain_db, ceiling_db, rate, channels,
+                                  plan.clip_db, lowered):
+                if block.shape[1] == 0:
+                    continue
+                loudness.update(block)
+                peak.update(block)
+                frame = _frame(block, layout, rate, written)
+                written += block.shape[1]
+                # Interleave copied video up to this audio time so the muxer never buffers much.
+                now = written / rate
+                while pending_video is not None and (
+                    pending_video.dts is None
+                    or float(pending_video.dts * pending_video.time_base) <= now
+                ):
+                    muxer.put_packet(pending_video, v_outs[pending_video.stream.index])
+                    pending_video = next(video_packets, None)
+                muxer.put_frame(frame, block.shape[1] * 1000 // rate)
         while pending_video is not None:
             remux_packet(out, pending_video, v_outs[pending_video.stream.index])
             pending_video = next(video_packets, None)

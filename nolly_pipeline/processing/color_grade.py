@@ -12,8 +12,6 @@ audio packets are copied untouched. Still PNG/JPEG images go through the same LU
 
 from __future__ import annotations
 
-import queue
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -33,8 +31,8 @@ from nolly_pipeline.processing.media import (
     keep_rotation,
     open_input,
     probe,
-    remux_packet,
 )
+from nolly_pipeline.processing.muxer import EncodeMuxer
 from nolly_pipeline.processing.settings import ColorGradeSettings
 
 # Bump when a change alters what this processor outputs for the same input and settings:
@@ -300,53 +298,6 @@ def _drain(graph: av.filter.Graph) -> list[av.VideoFrame]:
             return frames
 
 
-class _Muxer:
-    """Encodes video frames and muxes everything on a worker thread, fed by a bounded queue."""
-
-    def __init__(self, out: av.container.OutputContainer, v_out: av.video.stream.VideoStream,
-                 ticker: ProgressTicker, depth: int = 8) -> None:
-        self.out, self.v_out, self.ticker = out, v_out, ticker
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="color-grade-encode", daemon=True)
-
-    def __enter__(self) -> "_Muxer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type, *exc: object) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if exc_type is None and self.error is not None:
-            raise self.error
-
-    def put_frame(self, frame: av.VideoFrame) -> None:
-        self._put(("frame", frame, None))
-
-    def put_packet(self, packet: av.Packet, stream: av.stream.Stream) -> None:
-        self._put(("packet", packet, stream))
-
-    def _put(self, item: tuple) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(item)
-
-    def _run(self) -> None:
-        try:
-            while (item := self.queue.get()) is not None:
-                kind, payload, stream = item
-                if kind == "packet":
-                    remux_packet(self.out, payload, stream)
-                else:
-                    self.out.mux(self.v_out.encode(payload))
-                    self.ticker.advance()
-            self.out.mux(self.v_out.encode(None))
-        except BaseException as error:  # noqa: BLE001 - re-raised on the producer's thread
-            self.error = error
-            while self.queue.get() is not None:  # unblock the producer until it stops
-                pass
-
-
 def _grade_video(
     src: Path,
     dst: Path,
@@ -372,10 +323,8 @@ def _grade_video(
         a_outs = {a.index: copy_stream(out, a) for a in a_ins}
         graph = _lut_graph(cube_path, "yuv420p", template=v_in)
 
-        # Encoding runs on its own thread (PyAV releases the GIL inside FFmpeg), overlapping
-        # with decode + lut3d as the ffmpeg CLI's pipeline does. The queue is bounded so memory
-        # stays flat, and it carries audio packets too: one thread does all the muxing, in order.
-        with _Muxer(out, v_out, ticker) as muxer:
+        # Encoding overlaps with decode + lut3d; audio packets go through the same thread.
+        with EncodeMuxer(out, v_out, ticker) as muxer:
             for packet in inp.demux(v_in, *a_ins):
                 if packet.stream.index in a_outs:
                     muxer.put_packet(packet, a_outs[packet.stream.index])
