@@ -19,8 +19,10 @@ What it keeps from ``DefaultRunLauncher``, which it falls back to when a run can
 here (a code location on another interpreter or not served by a gRPC code server, a zygote
 that fails to start, no ``os.fork``):
 
-- a code location reloaded in the UI gets a new zygote (keyed by the code server's id), so a
-  run never executes stale code;
+- a run never executes stale code: zygotes are keyed by a digest of the files the location
+  and the preloads come from (:mod:`.source_digest`), so an edited file gets a new zygote at
+  the next launch, while the daemon's reload of an unchanged location every 60 s keeps it
+  (where the sources cannot be located, by the code server's id, new on every reload);
 - a worker that dies without a word (kill -9, out of memory) fails its run at once: the
   zygote reports every exit, as the code server watches the workers it spawns;
 - termination: the run is marked canceling and its worker gets SIGINT, which Dagster's worker
@@ -48,6 +50,8 @@ from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData, serialize_value
 
+from nolly_pipeline.orchestration.source_digest import source_digest
+
 if TYPE_CHECKING:
     from dagster._core.launcher.base import CheckRunHealthResult
 
@@ -67,7 +71,7 @@ class ZygoteKey:
     executable: str
     working_directory: str
     module: str | None  # the code location's module, None for a python_file location
-    server_id: str  # changes when the code location is reloaded
+    code: str  # digest of the preloaded sources (:mod:`.source_digest`), else the server's id
 
 
 class Zygote:
@@ -189,8 +193,7 @@ class PreforkRunLauncher(DefaultRunLauncher):
         location = context.workspace.get_code_location(
             run.remote_job_origin.repository_origin.code_location_origin.location_name
         )
-        # Same interpreter as ours, so the zygote module is importable; a gRPC code server,
-        # whose id says when the code was reloaded.
+        # Same interpreter as ours, so the zygote module is importable; a gRPC code server.
         if origin.executable_path != sys.executable or not isinstance(location, GrpcServerCodeLocation):
             return None
         pointer = origin.get_repo_pointer()
@@ -200,7 +203,9 @@ class PreforkRunLauncher(DefaultRunLauncher):
             module = None
         else:
             return None
-        return ZygoteKey(sys.executable, pointer.working_directory or os.getcwd(), module, location.server_id)
+        working_directory = pointer.working_directory or os.getcwd()
+        digest = source_digest([*([module] if module else []), *self._preload], working_directory)
+        return ZygoteKey(sys.executable, working_directory, module, digest or f"server:{location.server_id}")
 
     def _instance_modules(self) -> list[str]:
         """The modules of the instance's storage, compute logs, coordinator and launcher classes:
@@ -218,7 +223,7 @@ class PreforkRunLauncher(DefaultRunLauncher):
             if zygote is not None and zygote.alive:
                 return zygote
             for stale in [k for k in self._zygotes if k.working_directory == key.working_directory and k.module == key.module]:
-                self._zygotes.pop(stale).close()  # a reloaded code location: new code, new zygote
+                self._zygotes.pop(stale).close()  # the location's code changed: new zygote
             zygote = self._zygotes[key] = Zygote(key, [*self._instance_modules(), *self._preload], self._worker_exited)
             return zygote
 

@@ -35,8 +35,9 @@ LAUNCHER = {
 
 
 @contextmanager
-def served_location(instance: DagsterInstance) -> Iterator[WorkspaceProcessContext]:
-    target = ModuleTarget(module_name=LOCATION, attribute=None, working_directory=str(REPO_ROOT),
+def served_location(instance: DagsterInstance, module: str = LOCATION,
+                    working_directory: Path = REPO_ROOT) -> Iterator[WorkspaceProcessContext]:
+    target = ModuleTarget(module_name=module, attribute=None, working_directory=str(working_directory),
                           location_name="launcher_test")
     with WorkspaceProcessContext(instance, target) as process_context:
         yield process_context
@@ -177,18 +178,60 @@ def test_a_run_is_forked_once_however_often_it_is_launched(instance: DagsterInst
         assert any("already launched" in m for m in logged)
 
 
-def test_reloaded_location_gets_a_new_zygote(instance: DagsterInstance) -> None:
-    """A code location reloaded in the UI has a new server id: its runs must not be forked from
-    a zygote holding the old code, and the old zygote is ended."""
+def test_a_reload_without_changes_keeps_the_zygote(instance: DagsterInstance) -> None:
+    """The daemon reloads its workspace every 60 s, with a new code server each time: when no
+    source changed, runs are still forked from the zygote that preloaded them."""
     with served_location(instance) as process_context:
         first = launch(instance, process_context.create_request_context(), "report_job")
         assert finished(instance, first) == DagsterRunStatus.SUCCESS
-        (old,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
+        (zygote,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
         process_context.reload_code_location("launcher_test")
         second = launch(instance, process_context.create_request_context(), "report_job")
         assert finished(instance, second) == DagsterRunStatus.SUCCESS
+        assert list(instance.run_launcher._zygotes.values()) == [zygote] and zygote.alive  # type: ignore[attr-defined]
+        (line,) = [m for m in messages(instance, second) if m.startswith("{")]
+        assert json.loads(line)["parent"] == zygote.process.pid
+
+
+EDITED_LOCATION = """
+from dagster import Definitions, in_process_executor, job, op
+
+VERSION = {version}
+
+
+@op
+def report(context) -> None:
+    context.log.info(f"version {{VERSION}}")
+
+
+@job
+def report_job() -> None:
+    report()
+
+
+defs = Definitions(jobs=[report_job], executor=in_process_executor)
+"""
+
+
+def test_an_edited_location_gets_a_new_zygote(instance: DagsterInstance, tmp_path: Path) -> None:
+    """An edited source file must not run from a zygote holding the old code: the next run
+    gets a new zygote, which runs the new code, and the old zygote is ended."""
+    source = tmp_path / "edited_location.py"
+    source.write_text(EDITED_LOCATION.format(version=1))
+    with served_location(instance, "edited_location", tmp_path) as process_context:
+        first = launch(instance, process_context.create_request_context(), "report_job")
+        assert finished(instance, first) == DagsterRunStatus.SUCCESS
+        assert "version 1" in messages(instance, first)
+        (old,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
+        source.write_text(EDITED_LOCATION.format(version=2))
+        os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+        process_context.reload_code_location("launcher_test")
+        second = launch(instance, process_context.create_request_context(), "report_job")
+        assert finished(instance, second) == DagsterRunStatus.SUCCESS
+        assert "version 2" in messages(instance, second)
         (new,) = instance.run_launcher._zygotes.values()  # type: ignore[attr-defined]
         assert new is not old and old.process.poll() is not None
+        assert WORKER_TAG in instance.get_run_by_id(second).tags  # type: ignore[union-attr]
 
 
 def test_a_location_on_another_interpreter_is_launched_by_its_code_server(
