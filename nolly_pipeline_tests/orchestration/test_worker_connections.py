@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -15,20 +16,26 @@ from nolly_pipeline.orchestration.worker_connections import IdleConnections
 from nolly_pipeline_tests import services
 
 
-@pytest.fixture
-def pooled() -> Iterator[tuple[sa.Engine, IdleConnections, str]]:
-    """An engine holding one connection, watched by an IdleConnections of 0.2 s; and the
-    application name its connections carry."""
+@contextmanager
+def pooled_engine(ping_after: float) -> Iterator[tuple[sa.Engine, IdleConnections, str]]:
+    """An engine holding one connection, watched by an IdleConnections of 0.2 s that pings
+    after ``ping_after``; and the application name its connections carry."""
     name = f"nolly-idle-{uuid.uuid4().hex[:8]}"
     with services.postgres_database("nolly_idle") as url:
         engine = sa.create_engine(url, pool_size=1, max_overflow=5, connect_args={"application_name": name})
-        idle = IdleConnections(idle_seconds=0.2)
+        idle = IdleConnections(idle_seconds=0.2, ping_after=ping_after)
         event.listen(engine, "checkin", idle.checked_in)
         event.listen(engine, "checkout", idle.checked_out)
         try:
             yield engine, idle, name
         finally:
             engine.dispose()
+
+
+@pytest.fixture
+def pooled() -> Iterator[tuple[sa.Engine, IdleConnections, str]]:
+    with pooled_engine(ping_after=0.1) as pooled:
+        yield pooled
 
 
 def open_backends(name: str) -> int:
@@ -78,8 +85,50 @@ def test_a_connection_checked_out_is_never_closed_under_its_user(
         assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
 
 
+def last_query(pid: int) -> str:
+    """The last statement the server process ``pid`` ran, as the server reports it."""
+    admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            return conn.execute(sa.text("SELECT query FROM pg_stat_activity WHERE pid = :p"),
+                                {"p": pid}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def test_a_connection_used_again_at_once_is_not_pinged(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
+    """Events of a run follow each other by milliseconds: no round trip before each."""
+    engine, _, _ = pooled
+    pid = backend_pid(engine)
+    with engine.connect():
+        assert last_query(pid) == "ROLLBACK"  # the pool's reset at check-in; no ping since
+
+
+def test_a_connection_unused_for_a_while_is_pinged(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
+    engine, _, _ = pooled
+    pid = backend_pid(engine)
+    time.sleep(0.15)  # past ping_after (0.1 s), short of the idle close (0.2 s, not run here)
+    with engine.connect():
+        assert last_query(pid) == "SELECT 1"
+
+
+@pytest.mark.parametrize("how", ["pg_terminate_backend", "pg_cancel_backend"])
+def test_a_connection_the_server_wrote_to_is_replaced_without_a_ping(how: str) -> None:
+    """A restart or an administrator ends a held connection with a message to it; the next
+    checkout sees the unread data and connects anew, even right after the connection's last
+    use (no ping then). A cancel of an idle connection writes nothing and keeps it."""
+    with pooled_engine(ping_after=60) as (engine, _, _):
+        first = backend_pid(engine)
+        admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT {how}(:p)"), {"p": first}).scalar_one()
+        admin.dispose()
+        time.sleep(0.05)
+        assert (backend_pid(engine) != first) == (how == "pg_terminate_backend")
+
+
 def test_a_cut_connection_is_replaced_on_checkout(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
-    """A database restart cuts a held connection; the ping on checkout replaces it."""
+    """A database restart cuts a held connection; the checks on checkout replace it."""
     engine, _, _ = pooled
     first = backend_pid(engine)
     admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
