@@ -103,8 +103,8 @@ def run_worker(execute_run_args: str) -> int:
     the run; the same instance and exit code); return the exit code.
 
     One difference: the instance holds its PostgreSQL connections while the run works instead
-    of connecting anew for each of its ~50 events, and closes them when idle
-    (:mod:`.worker_connections`).
+    of connecting anew for each of its ~50 events, and closes them when idle, and it does not
+    ask the catalog again for a table it found (:mod:`.worker_connections`).
     """
     from dagster._cli.api import _execute_run_command_body
     from dagster._cli.utils import get_instance_for_cli
@@ -112,12 +112,13 @@ def run_worker(execute_run_args: str) -> int:
     from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
 
-    from nolly_pipeline.orchestration.worker_connections import hold_connections
+    from nolly_pipeline.orchestration.worker_connections import hold_connections, remember_tables
 
     with capture_interrupts():
         args = deserialize_value(execute_run_args, ExecuteRunArgs)
         with get_instance_for_cli(instance_ref=args.instance_ref) as instance:
             hold_connections(instance)
+            remember_tables(instance)
             return _execute_run_command_body(
                 args.run_id, instance, lambda _event: None,
                 set_exit_code_on_failure=args.set_exit_code_on_failure or False,

@@ -7,12 +7,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dagster import instance_for_test
 from sqlalchemy import event
 
-from nolly_pipeline.orchestration.worker_connections import IdleConnections
+from nolly_pipeline.orchestration.worker_connections import IdleConnections, remember_tables
 from nolly_pipeline_tests import services
 
 
@@ -137,3 +139,23 @@ def test_a_cut_connection_is_replaced_on_checkout(pooled: tuple[sa.Engine, IdleC
     admin.dispose()
     time.sleep(0.1)
     assert backend_pid(engine) != first
+
+
+def test_a_table_found_is_not_asked_for_again(tmp_path: Path) -> None:
+    """On a real PostgreSQL instance: once the event log found a table, the answer comes from
+    memory (the storage's engine is gone and it still answers); a missing one is asked again."""
+    with services.postgres_database("nolly_tables") as url, instance_for_test(
+        temp_dir=str(tmp_path), overrides={"storage": {"postgres": {"postgres_url": url}}}
+    ) as instance:
+        remember_tables(instance)
+        storage = instance.event_log_storage
+        assert storage.has_table("event_logs") is True
+        assert storage.has_table("no_such_table") is False
+        engine = storage._engine  # type: ignore[attr-defined]
+        storage._engine = None  # type: ignore[attr-defined]  # any catalog query would fail now
+        try:
+            assert storage.has_table("event_logs") is True
+            with pytest.raises(Exception, match="engine"):  # it asked: no engine to ask with
+                storage.has_table("no_such_table")
+        finally:
+            storage._engine = engine  # type: ignore[attr-defined]
