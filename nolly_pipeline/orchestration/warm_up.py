@@ -12,10 +12,12 @@ import importlib
 
 from nolly_pipeline.config import Settings
 
-# Every run: download probes its input (PyAV), publish checks it and renders a preview.
+# Every run: download probes its input (PyAV), publish checks it and renders a preview
+# (drawn with OpenCV, waveforms of audio too).
 EVERY_RUN = (
     "numpy",
     "av",
+    "cv2",
     "nolly_pipeline.inputs",
     "nolly_pipeline.processing.media",
     "nolly_pipeline.processing.checks",
@@ -27,10 +29,10 @@ DATABASE_DRIVER = ("psycopg2.extras",)
 S3_CLIENT = ("boto3", "botocore.config", "botocore.exceptions", "boto3.s3.transfer")
 # httpx imports its transport (httpcore, h11) when the first client is built.
 REPLICATE_CLIENT = ("replicate", "nolly_pipeline.predictors.replicate_backend", "httpcore", "h11")
-# Local processing per job type; video types also draw previews with OpenCV.
+# Local processing per job type.
 LOCAL = {
-    "roto": ("cv2", "nolly_pipeline.processing.roto"),
-    "color-grade": ("cv2", "nolly_pipeline.processing.color_grade"),
+    "roto": ("nolly_pipeline.processing.roto",),
+    "color-grade": ("nolly_pipeline.processing.color_grade",),
     "audio-clean": ("onnxruntime", "nolly_pipeline.processing.audio_clean"),
 }
 
@@ -51,13 +53,16 @@ def run_modules(settings: Settings) -> list[str]:
 
 
 def warm_clients(settings: Settings) -> None:
-    """Build, once, what each run's clients would load from disk: the TLS context (CA bundle)
-    and botocore's S3 service model, endpoint rules and partitions (read by the default session
-    when a client is created; the dummy credentials keep it from looking any up). No
-    connection is opened, so nothing is shared with a forked worker but loaded data."""
+    """Build, once, what each run would load or build on first use: the TLS context (CA
+    bundle), botocore's S3 service model, endpoint rules and partitions (read by the default
+    session when a client is created; the dummy credentials keep it from looking any up), and
+    the previews' font tables. No connection is opened and no thread started, so nothing is
+    shared with a forked worker but loaded data."""
+    from nolly_pipeline.processing.previews import load_fonts
     from nolly_pipeline.storage.tls import tls_context
 
     tls_context()
+    load_fonts()
     if settings.storage == "s3":
         import boto3
 

@@ -100,6 +100,14 @@ def _fit(image: Any, width: int) -> Any:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
+def load_fonts() -> None:
+    """Draw one label: OpenCV builds its Hershey font tables on the first ``putText`` of a
+    process (~20 ms here). A run worker's zygote calls this, so no run pays it."""
+    import numpy as np
+
+    _label(np.zeros((18, 40, 3), dtype=np.uint8), "warm")
+
+
 def _label(image: Any, text: str) -> Any:
     import cv2
 

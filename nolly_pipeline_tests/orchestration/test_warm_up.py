@@ -1,0 +1,51 @@
+"""The zygote's preload (``warm_up``) covers what every run's publish step uses.
+
+A forked worker starts with whatever the zygote imported and built; anything else it imports
+or builds on first use, every run. Here all three types run on Replicate, so no local
+processor pulls the media stack in: the publish step's probe, loudness check and preview
+must still find every library loaded, and the preview's fonts built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nolly_pipeline_tests.test_imports import REPLICATE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import json, math, struct, sys, tempfile, wave
+from pathlib import Path
+import nolly_pipeline.orchestration.warm_up
+before = {name.split(".")[0] for name in sys.modules}
+from nolly_pipeline.processing import checks, media, previews
+from nolly_pipeline.processing.base import OutputFile
+folder = Path(tempfile.mkdtemp())
+wav = folder / "take.wav"
+with wave.open(str(wav), "wb") as out:  # 1 s of 440 Hz, written with the standard library only
+    out.setnchannels(1)
+    out.setsampwidth(2)
+    out.setframerate(48000)
+    out.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 48000)))
+                             for n in range(48000)))
+media.probe(wav)
+checks.loudness(wav)
+previews.render_preview("audio-clean", wav, [OutputFile(path=wav, role="audio", content_type="audio/wav")],
+                        folder / "preview")
+after = {name.split(".")[0] for name in sys.modules}
+print(json.dumps(sorted(after - before)))
+"""
+
+
+def test_publish_imports_no_library_the_zygote_did_not_preload(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_", "AWS_"))}
+    env.update({"DAGSTER_HOME": str(tmp_path), **REPLICATE})
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
