@@ -50,7 +50,7 @@ class ScratchResource(ConfigurableResource):
 
 
 @functools.lru_cache(maxsize=4)
-def _s3_store(
+def s3_store(
     endpoint_url: str | None, region: str | None, access_key_id: str | None, secret_access_key: str | None
 ) -> S3ObjectStore:
     """One boto3 client per configuration per process: ops, the IO manager and sensors ask for
@@ -84,7 +84,7 @@ class ObjectStorageResource(ConfigurableResource):
 
     def store(self) -> ObjectStore:
         if self.kind == "s3":
-            return _s3_store(self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)
+            return s3_store(self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)
         return LocalObjectStore(Path(self.local_dir))
 
     # "public": the seed's behaviour (public bucket URLs); "signed": presigned, expiring URLs.

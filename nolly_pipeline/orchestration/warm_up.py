@@ -9,6 +9,7 @@ it imports them once, before forking, so that no run pays for them. Named in the
 from __future__ import annotations
 
 import importlib
+import os
 
 from nolly_pipeline.config import Settings
 
@@ -54,19 +55,27 @@ def run_modules(settings: Settings) -> list[str]:
 
 def warm_clients(settings: Settings) -> None:
     """Build, once, what each run would load or build on first use: the TLS context (CA
-    bundle), botocore's S3 service model, endpoint rules and partitions (read by the default
-    session when a client is created; the dummy credentials keep it from looking any up), and
-    the previews' font tables. No connection is opened and no thread started, so nothing is
-    shared with a forked worker but loaded data."""
+    bundle), the S3 client and the previews' font tables. No connection is opened and no
+    thread started, so nothing is shared with a forked worker but loaded data.
+
+    With keys in the environment, the S3 client is the very one the runs' storage resource
+    asks for (:func:`.resources.s3_store` keeps one per configuration per process; ~25 ms
+    each run built its own). Without them the resource's client would look credentials up
+    (instance metadata, a network call), which a zygote must not do: a client with dummy
+    keys then loads only botocore's service model, endpoint rules and partitions."""
+    from nolly_pipeline.orchestration.resources import s3_store
     from nolly_pipeline.processing.previews import load_fonts
     from nolly_pipeline.storage.tls import tls_context
 
     tls_context()
     load_fonts()
-    if settings.storage == "s3":
-        import boto3
-
-        boto3.client("s3", region_name="us-east-1", aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
+    if settings.storage != "s3":
+        return
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        s3_store(settings.s3_endpoint_url, settings.aws_region, key, secret)
+    else:
+        s3_store(settings.s3_endpoint_url, settings.aws_region, "warm-up", "warm-up")
 
 
 _settings = Settings.from_env()

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nolly_pipeline_tests.test_imports import REPLICATE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, math, struct, sys, tempfile, wave
 from pathlib import Path
+
+import pytest
 import nolly_pipeline.orchestration.warm_up
 before = {name.split(".")[0] for name in sys.modules}
 from nolly_pipeline.processing import checks, media, previews
@@ -49,3 +53,29 @@ def test_publish_imports_no_library_the_zygote_did_not_preload(tmp_path: Path) -
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+S3_SCRIPT = """
+import json
+import nolly_pipeline.orchestration.warm_up
+from nolly_pipeline.orchestration.resources import s3_store
+built = s3_store.cache_info().misses
+import nolly_pipeline.definitions as location
+location.defs.resources["storage"].process_config_and_initialize().store()
+print(json.dumps(s3_store.cache_info().misses - built))
+"""
+
+
+@pytest.mark.parametrize(("keys", "built_by_the_run"), [(True, 0), (False, 1)], ids=["keys", "no-keys"])
+def test_the_run_takes_the_s3_client_the_zygote_built(tmp_path: Path, keys: bool, built_by_the_run: int) -> None:
+    """With keys in the environment, the storage resource of a run gets the client built
+    before the fork; without, the run builds its own (the zygote looks no credentials up)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_", "AWS_"))}
+    env.update({"DAGSTER_HOME": str(tmp_path), "NOLLY_STORAGE": "s3", "NOLLY_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+                "AWS_REGION": "us-east-1"})
+    if keys:
+        env.update({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    result = subprocess.run([sys.executable, "-c", S3_SCRIPT], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == built_by_the_run
