@@ -1,9 +1,8 @@
-"""The zygote's preload (``warm_up``) covers what every run's publish step uses.
+"""The zygote's preload (``warm_up``) covers what every run uses.
 
 A forked worker starts with whatever the zygote imported and built; anything else it imports
-or builds on first use, every run. Here all three types run on Replicate, so no local
-processor pulls the media stack in: the publish step's probe, loudness check and preview
-must still find every library loaded, and the preview's fonts built.
+or builds on first use, every run: the libraries of the checks and the preview (with all
+three types on Replicate, no local processor pulls the media stack in), and the S3 client.
 """
 
 from __future__ import annotations
