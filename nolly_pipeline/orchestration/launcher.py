@@ -29,134 +29,41 @@ that fails to start, no ``os.fork``):
   turns into a cancelled run, as the code server's cancellation does. That needs the worker
   on the caller's host (recorded in a run tag): true for ``dagster dev`` and one-host set-ups,
   not for the compose file, whose webserver has its own container (it keeps the default).
+
+In the daemon, building the launcher also makes the daemon's instance hold its PostgreSQL
+connections, as a forked worker's does (:func:`.worker_connections.hold_in_daemon`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from dagster import Array, Field, get_dagster_logger
+from dagster import Array, Field
 from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 from nolly_pipeline.orchestration.source_digest import source_digest
+from nolly_pipeline.orchestration.zygote_client import Zygote, ZygoteKey, is_forked_worker
+from nolly_pipeline.orchestration.worker_connections import hold_in_daemon
 
 if TYPE_CHECKING:
+    from dagster import DagsterInstance
     from dagster._core.launcher.base import CheckRunHealthResult
 
 # Run tag of a run forked from a zygote: {"host": ...}, the machine whose process it is. Set
 # before the fork: a tag added while the worker runs can be lost to the worker's own updates of
 # the run. The worker's pid is what Dagster's worker reports itself ("Started process for run").
 WORKER_TAG = "nolly/run_worker"
-READY_TIMEOUT_SECONDS = 120
 # How long terminate waits for a just-forked worker to report its pid.
 PID_WAIT_SECONDS = 10
-
-
-@dataclass(frozen=True)
-class ZygoteKey:
-    """What a zygote's preloaded modules depend on: a different one needs a different zygote."""
-
-    executable: str
-    working_directory: str
-    module: str | None  # the code location's module, None for a python_file location
-    code: str  # digest of the preloaded sources (:mod:`.source_digest`), else the server's id
-
-
-class Zygote:
-    """One zygote process: started on first use, asked to fork one worker per run.
-
-    A reader thread takes its output: answers to fork requests go to the waiting launch,
-    and each ``exited`` notice to ``on_exit(pid, status)``."""
-
-    def __init__(self, key: ZygoteKey, preload: Sequence[str], on_exit: Callable[[int, int], None]):
-        modules = [*([key.module] if key.module else []), *preload]
-        self.process = subprocess.Popen(
-            [key.executable, "-m", "nolly_pipeline.orchestration.zygote", *modules],
-            cwd=key.working_directory,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.lock = threading.Lock()
-        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._on_exit = on_exit
-        threading.Thread(target=self._read, name=f"zygote-{self.process.pid}", daemon=True).start()
-        ready = self._answer(READY_TIMEOUT_SECONDS)
-        self.failed_preloads: list[str] = list(ready.get("failed", []))
-        for failure in self.failed_preloads:
-            # Only a cost: the worker imports it itself (and reports a real error there).
-            get_dagster_logger().warning(f"run worker zygote could not preload {failure}")
-
-    def _read(self) -> None:
-        for line in self.process.stdout:  # type: ignore[union-attr]
-            message = json.loads(line)
-            if "exited" in message:
-                try:
-                    self._on_exit(int(message["exited"]), int(message["status"]))
-                except Exception as exc:  # noqa: BLE001 - keep reading: launches wait on this thread
-                    get_dagster_logger().warning(f"could not check the run of an exited worker: {exc!r}")
-            else:
-                self._answers.put(message)
-        self._answers.put({})  # end of output: the zygote is gone
-
-    def _answer(self, timeout: float) -> dict[str, Any]:
-        try:
-            answer = self._answers.get(timeout=timeout)
-        except queue.Empty:
-            answer = {}
-        if not answer:
-            self.close()
-            raise RuntimeError(f"run worker zygote did not answer (exit code {self.process.poll()})")
-        return answer
-
-    def fork(self, execute_run_args: str) -> int:
-        with self.lock:
-            stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
-            stdin.write(json.dumps({"execute_run_args": execute_run_args}) + "\n")
-            stdin.flush()
-            return int(self._answer(30)["pid"])
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        """End the zygote (end of its stdin); the runs it forked carry on."""
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def is_forked_worker(pid: int) -> bool:
-    """Whether ``pid`` is still a worker forked from a zygote (it keeps the zygote's command
-    line); where there is no /proc, whether it is alive at all."""
-    if not os.path.isdir("/proc"):
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"nolly_pipeline.orchestration.zygote" in cmdline.read()
-    except OSError:
-        return False
 
 
 class PreforkRunLauncher(DefaultRunLauncher):
@@ -392,6 +299,10 @@ class PreforkRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.SUCCESS, f"the run worker (pid {pid}) is gone; every step had succeeded")
         # Already recorded as failed: monitoring sees the status change and leaves it.
         return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker (pid {pid}) is gone")
+
+    def register_instance(self, instance: DagsterInstance) -> None:
+        super().register_instance(instance)
+        hold_in_daemon(instance)  # the daemon's connections, as a worker's (see that module)
 
     def dispose(self) -> None:
         with self._zygotes_lock:

@@ -21,7 +21,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instanc
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import ModuleTarget
 
-from nolly_pipeline.orchestration.launcher import WORKER_TAG, PreforkRunLauncher, is_forked_worker
+from nolly_pipeline.orchestration.launcher import WORKER_TAG, PreforkRunLauncher
+from nolly_pipeline.orchestration.zygote_client import is_forked_worker
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.e2e.daemon import wait_until
 

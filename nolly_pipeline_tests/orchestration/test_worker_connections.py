@@ -3,6 +3,7 @@ through forked workers in test_launcher.py)."""
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from dagster import instance_for_test
 from sqlalchemy import event
 
-from nolly_pipeline.orchestration.worker_connections import IdleConnections, remember_tables
+from nolly_pipeline.orchestration.worker_connections import IdleConnections, remember_tables, running_in_daemon
 from nolly_pipeline_tests import services
 
 
@@ -159,3 +160,18 @@ def test_a_table_found_is_not_asked_for_again(tmp_path: Path) -> None:
                 storage.has_table("no_such_table")
         finally:
             storage._engine = engine  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "daemon"),
+    [
+        (["/venv/bin/dagster-daemon", "run", "-w", "workspace.yaml"], True),  # compose, ECS
+        (["/venv/lib/python3.11/site-packages/dagster/_daemon/__main__.py", "run"], True),  # dagster dev
+        (["/venv/bin/dagster-daemon", "liveness-check"], False),
+        (["/venv/bin/dagster-webserver", "-w", "workspace.yaml"], False),
+        (["-c"], False),
+    ],
+)
+def test_only_the_daemon_process_is_recognised(monkeypatch: pytest.MonkeyPatch, argv: list[str], daemon: bool) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    assert running_in_daemon() is daemon
