@@ -14,7 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -42,6 +42,23 @@ def admin_url() -> str:
     from nolly_pipeline.db.engine import normalize_url
 
     return normalize_url(os.environ.get("NOLLY_TEST_DATABASE_URL") or DEFAULT_ADMIN_URL)
+
+
+def server_value(statement: str, **params: object) -> Any:
+    """One value read over a fresh admin connection, typically from the server's own views
+    (``pg_stat_activity``, ``pg_stat_database``), whose statistics are read anew each call."""
+    admin = sa.create_engine(admin_url(), poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return conn.execute(sa.text(statement), params).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def sessions_opened(database: str) -> int:
+    """Connections ever opened to ``database``, as PostgreSQL's statistics count them."""
+    return server_value("SELECT sessions FROM pg_stat_database WHERE datname = :d", d=database)
 
 
 @contextmanager

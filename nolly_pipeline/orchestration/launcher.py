@@ -206,7 +206,24 @@ class PreforkRunLauncher(DefaultRunLauncher):
 
         A worker can be lost after its last step succeeded and its hooks wrote the job's row
         ``done``, before it recorded the run's end: the run did all its work, so it is recorded
-        as a success (with an engine event saying why); otherwise it failed."""
+        as a success (with an engine event saying why); otherwise it failed. Either way its
+        op-concurrency claims are given back (:meth:`_free_pool_slots`)."""
+        try:
+            return self._record_lost_worker(run, pid, how)
+        finally:
+            self._free_pool_slots(run.run_id)
+
+    def _free_pool_slots(self, run_id: str) -> None:
+        """A worker frees its pool slots (``replicate``, ``local_processing``) as its steps end;
+        a killed one never does, and Dagster frees them only with
+        ``run_monitoring.free_slots_after_run_end_seconds``. Its steps still queued for a slot
+        are removed too: a slot the pool hands to a dead run's step is never used again, so
+        after a daemon was killed with its workers, live runs waited behind them for good."""
+        storage = self._instance.event_log_storage
+        if storage.supports_global_concurrency_limits:
+            storage.free_concurrency_slots_for_run(run_id)
+
+    def _record_lost_worker(self, run: DagsterRun, pid: int, how: str) -> bool:
         from dagster._core.events import DagsterEvent, DagsterEventType
         from dagster._core.execution.stats import StepEventStatus
 

@@ -1,5 +1,6 @@
 """A tiny code location for the launcher tests: a job that reports where its modules were
-imported, a job that waits until it is cancelled, and one that pauses for 1 s (less than a
+imported, a job that waits until it is cancelled (another that waits holding a pool slot),
+and one that pauses for 1 s (less than a
 worker's idle limit on a held connection, :data:`.worker_connections.IDLE_SECONDS`)."""
 
 import json
@@ -34,6 +35,12 @@ def pause() -> None:
     time.sleep(1)
 
 
+@op(pool="launcher_test_pool")
+def wait_in_pool() -> None:
+    while True:
+        time.sleep(0.1)
+
+
 @job
 def pausing_job() -> None:
     pause()
@@ -49,5 +56,10 @@ def waiting_job() -> None:
     wait_forever()
 
 
+@job
+def pooled_waiting_job() -> None:
+    wait_in_pool()
+
+
 # In-process, as the project runs: the op runs in the run worker itself.
-defs = Definitions(jobs=[report_job, waiting_job, pausing_job], executor=in_process_executor)
+defs = Definitions(jobs=[report_job, waiting_job, pausing_job, pooled_waiting_job], executor=in_process_executor)

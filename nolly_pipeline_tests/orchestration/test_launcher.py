@@ -123,6 +123,33 @@ def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance) -> Non
         assert f"The run worker (pid {pid}) was killed by signal 9 before the run finished." in messages(instance, run_id)
 
 
+def test_a_killed_worker_gives_back_its_pool_slot(tmp_path: Path) -> None:
+    """A worker frees its op-concurrency slot as its step ends; killed mid-step it cannot.
+    The launcher gives the slot back when it settles the run, and the next run's step gets it
+    (the pool has one slot)."""
+    pools = {"concurrency": {"pools": {"granularity": "op", "default_limit": 1}}}
+    with instance_for_test(temp_dir=str(tmp_path), overrides={"run_launcher": LAUNCHER, **pools}) as instance, \
+            served_location(instance) as process_context:
+        first = launch(instance, process_context.create_request_context(), "pooled_waiting_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(first)), timeout=60, interval=0.1, what="step started")
+        assert instance.event_log_storage.get_concurrency_info("launcher_test_pool").active_run_ids == {first}
+        os.kill(instance.run_launcher.worker_pid(first), signal.SIGKILL)  # type: ignore[attr-defined]
+        assert finished(instance, first, timeout=10) == DagsterRunStatus.FAILURE
+
+        def given_back() -> bool:  # just after the failure is recorded
+            info = instance.event_log_storage.get_concurrency_info("launcher_test_pool")
+            return not info.claimed_slots and not info.pending_steps
+
+        wait_until(given_back, timeout=10, interval=0.1, what="the killed run's slot given back")
+        second = launch(instance, process_context.create_request_context(), "pooled_waiting_job")
+        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                               for e in instance.all_logs(second)), timeout=60, interval=0.1,
+                   what="the next run's step took the slot")
+        assert instance.run_launcher.terminate(second)  # type: ignore[attr-defined]
+        assert finished(instance, second, timeout=30) == DagsterRunStatus.CANCELED
+
+
 def test_run_monitoring_sees_a_worker_that_died_with_its_zygote(instance: DagsterInstance) -> None:
     """The whole group killed (daemon, zygote, worker): no exit notice comes. Run monitoring's
     health check finds the worker gone (and a live one running)."""
@@ -254,19 +281,10 @@ def test_is_forked_worker_refuses_other_processes() -> None:
     assert not is_forked_worker(2**22 + 1)  # beyond pid_max: no such process
 
 
-def _backends(admin: sa.Engine, database: str) -> int:
+def _backends(database: str) -> int:
     """Connections open to ``database`` now, other than the caller's."""
-    with admin.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"
-                                    " AND pid <> pg_backend_pid()"), {"d": database}).scalar_one()
-
-
-def _sessions(admin: sa.Engine, database: str) -> int:
-    """Connections ever opened to ``database``, as PostgreSQL's statistics count them."""
-    with admin.connect() as conn:
-        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-        return conn.execute(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :d"),
-                            {"d": database}).scalar_one()
+    return services.server_value("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"
+                                 " AND pid <> pg_backend_pid()", d=database)
 
 
 @contextmanager
@@ -289,14 +307,14 @@ def test_a_forked_worker_writes_its_run_over_few_connections(tmp_path: Path) -> 
     job, ~50 for ours); a forked worker holds its connections while it works."""
     with postgres_instance(tmp_path) as (instance, process_context, admin, database):
         run_id = launch(instance, process_context.create_request_context(), "report_job")
-        before = _sessions(admin, database)  # the worker has just been forked
+        before = services.sessions_opened(database)  # the worker has just been forked
         # Wait without touching the database, so only the worker's connections are counted
         # (and the one the launcher opens when the worker's exit notice comes, to look at the run).
         workers = instance.run_launcher._workers  # type: ignore[attr-defined]  # pid -> run id, while running
         wait_until(lambda: run_id not in workers.values(), timeout=60, interval=0.1, what="worker exited")
-        wait_until(lambda: _sessions(admin, database) > before, timeout=10, interval=0.5,
+        wait_until(lambda: services.sessions_opened(database) > before, timeout=10, interval=0.5,
                    what="statistics flushed")
-        sessions = _sessions(admin, database) - before
+        sessions = services.sessions_opened(database) - before
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
         events = len(instance.all_logs(run_id))
     assert events >= 10
@@ -316,7 +334,7 @@ def test_a_waiting_forked_worker_holds_no_connections(tmp_path: Path) -> None:
         run_id = launch(instance, process_context.create_request_context(), "waiting_job")
         wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
                                for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
-        wait_until(lambda: _backends(admin, database) == 0, timeout=IDLE_SECONDS + 5, interval=0.2,
+        wait_until(lambda: _backends(database) == 0, timeout=IDLE_SECONDS + 5, interval=0.2,
                    what="the waiting worker's connections closed")
         instance.run_launcher.terminate(run_id)
         # Its next events go over new connections.

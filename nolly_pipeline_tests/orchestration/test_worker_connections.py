@@ -42,13 +42,7 @@ def pooled() -> Iterator[tuple[sa.Engine, IdleConnections, str]]:
 
 
 def open_backends(name: str) -> int:
-    admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
-    try:
-        with admin.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                                {"n": name}).scalar_one()
-    finally:
-        admin.dispose()
+    return services.server_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n", n=name)
 
 
 def backend_pid(engine: sa.Engine) -> int:
@@ -90,13 +84,7 @@ def test_a_connection_checked_out_is_never_closed_under_its_user(
 
 def last_query(pid: int) -> str:
     """The last statement the server process ``pid`` ran, as the server reports it."""
-    admin = sa.create_engine(services.admin_url(), poolclass=sa.pool.NullPool)
-    try:
-        with admin.connect() as conn:
-            return conn.execute(sa.text("SELECT query FROM pg_stat_activity WHERE pid = :p"),
-                                {"p": pid}).scalar_one()
-    finally:
-        admin.dispose()
+    return services.server_value("SELECT query FROM pg_stat_activity WHERE pid = :p", p=pid)
 
 
 def test_a_connection_used_again_at_once_is_not_pinged(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
