@@ -97,13 +97,17 @@ def _is_postgres(dbapi_connection: Any) -> bool:
 
 
 def _has_unread_data(dbapi_connection: Any) -> bool:
-    """Whether the server sent something since the last statement's reply was read.
+    """Whether the server sent something since the last statement's reply was read, or the
+    connection is closed already (the idle reaper may close it between the pool handing it
+    out and this check).
 
     An idle connection receives nothing unless the server ends it (an error message, then
     end of file) or sends a notice; either way, a new connection is the safe choice."""
     try:
+        if dbapi_connection.closed:
+            return True
         readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
-    except (OSError, ValueError):  # closed already
+    except Exception:  # noqa: BLE001 - psycopg2's InterfaceError, OSError: not usable
         return True
     return bool(readable)
 

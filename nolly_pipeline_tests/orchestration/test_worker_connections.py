@@ -118,6 +118,22 @@ def test_a_connection_the_server_wrote_to_is_replaced_without_a_ping(how: str) -
         assert (backend_pid(engine) != first) == (how == "pg_terminate_backend")
 
 
+def test_a_connection_closed_under_the_checkout_is_replaced(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
+    """The idle reaper can close a connection after the pool handed it out and before the
+    checkout's checks: they must treat it as gone (a new connection), not fail the caller."""
+    engine, idle, _ = pooled
+    first = backend_pid(engine)
+    closed_once: list[bool] = []
+
+    def close_first(dbapi_connection: object, _record: object, _proxy: object) -> None:
+        if not closed_once:
+            closed_once.append(True)
+            dbapi_connection.close()  # type: ignore[attr-defined]
+
+    event.listen(engine, "checkout", close_first, insert=True)  # runs before idle.checked_out
+    assert backend_pid(engine) != first and closed_once
+
+
 def test_a_cut_connection_is_replaced_on_checkout(pooled: tuple[sa.Engine, IdleConnections, str]) -> None:
     """A database restart cuts a held connection; the checks on checkout replace it."""
     engine, _, _ = pooled
