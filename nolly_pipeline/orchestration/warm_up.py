@@ -9,7 +9,7 @@ it imports them once, before forking, so that no run pays for them. Named in the
 from __future__ import annotations
 
 import importlib
-import os
+from typing import cast
 
 from nolly_pipeline.config import Settings
 
@@ -59,11 +59,13 @@ def warm_clients(settings: Settings) -> None:
     thread started, so nothing is shared with a forked worker but loaded data.
 
     With keys in the environment, the S3 client is the very one the runs' storage resource
-    asks for (:func:`.resources.s3_store` keeps one per configuration per process; ~25 ms
-    each run built its own). Without them the resource's client would look credentials up
-    (instance metadata, a network call), which a zygote must not do: a client with dummy
-    keys then loads only botocore's service model, endpoint rules and partitions."""
-    from nolly_pipeline.orchestration.resources import s3_store
+    asks for: the resource is built and initialised as a run does it, and
+    :func:`.resources.s3_store` keeps one client per configuration per process (~25 ms each
+    run built its own). Without keys that client would look credentials up (instance
+    metadata, a network call), which a zygote must not do: a client with dummy keys then
+    loads only botocore's service model, endpoint rules and partitions."""
+    from nolly_pipeline.definitions import build_resources
+    from nolly_pipeline.orchestration.resources import ObjectStorageResource, s3_store
     from nolly_pipeline.processing.previews import load_fonts
     from nolly_pipeline.storage.tls import tls_context
 
@@ -71,9 +73,9 @@ def warm_clients(settings: Settings) -> None:
     load_fonts()
     if settings.storage != "s3":
         return
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        s3_store(settings.s3_endpoint_url, settings.aws_region, key, secret)
+    storage = cast(ObjectStorageResource, build_resources(settings)["storage"])
+    if storage.access_key_id and storage.secret_access_key:  # set in the environment
+        storage.process_config_and_initialize().store()
     else:
         s3_store(settings.s3_endpoint_url, settings.aws_region, "warm-up", "warm-up")
 
