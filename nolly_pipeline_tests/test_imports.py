@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,17 +42,23 @@ print(json.dumps({"imported": imported, "used": used}))
 """
 
 
-def import_code_location(tmp_path: Path, env: dict[str, str], use: bool = False) -> dict[str, set[str]]:
-    """Top-level modules loaded by importing the code location (and, with ``use``, after
-    opening the storage and building every type's predictor) under exactly ``env``."""
+def run_isolated(tmp_path: Path, script: str, env: dict[str, str], *args: str) -> Any:
+    """Run ``script`` in a fresh interpreter whose only pipeline configuration is ``env`` (as a
+    run worker of that configuration starts); return the JSON of its last output line."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_", "AWS_"))}
     base.update({"DAGSTER_HOME": str(tmp_path), **env})
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, "use" if use else "import"],
+        [sys.executable, "-c", script, *args],
         cwd=REPO_ROOT, env=base, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def import_code_location(tmp_path: Path, env: dict[str, str], use: bool = False) -> dict[str, set[str]]:
+    """Top-level modules loaded by importing the code location (and, with ``use``, after
+    opening the storage and building every type's predictor) under exactly ``env``."""
+    loaded = run_isolated(tmp_path, SCRIPT, env, "use" if use else "import")
     return {key: set(value or ()) for key, value in loaded.items()}
 
 

@@ -64,6 +64,11 @@ def finished(instance: DagsterInstance, run_id: str, timeout: float = 60) -> Dag
     return instance.get_run_by_id(run_id).status  # type: ignore[union-attr]
 
 
+def wait_step_started(instance: DagsterInstance, run_id: str, what: str = "step started") -> None:
+    wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
+                           for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what=what)
+
+
 def messages(instance: DagsterInstance, run_id: str) -> list[str]:
     return [e.message or "" for e in instance.all_logs(run_id)]
 
@@ -100,8 +105,7 @@ def test_run_worker_is_forked_from_a_zygote_that_preloaded_the_location(instance
 def test_terminate_interrupts_the_forked_worker_and_cancels_the_run(instance: DagsterInstance) -> None:
     with served_location(instance) as process_context:
         run_id = launch(instance, process_context.create_request_context(), "waiting_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        wait_step_started(instance, run_id)
         pid = instance.run_launcher.worker_pid(run_id)  # type: ignore[attr-defined]
         assert pid is not None and is_forked_worker(pid)
         assert instance.run_launcher.terminate(run_id)
@@ -115,8 +119,7 @@ def test_a_killed_worker_fails_its_run_at_once(instance: DagsterInstance) -> Non
     fails the run, as a code server does for the workers it spawns."""
     with served_location(instance) as process_context:
         run_id = launch(instance, process_context.create_request_context(), "waiting_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        wait_step_started(instance, run_id)
         pid = instance.run_launcher.worker_pid(run_id)  # type: ignore[attr-defined]
         os.kill(pid, signal.SIGKILL)
         assert finished(instance, run_id, timeout=10) == DagsterRunStatus.FAILURE
@@ -131,8 +134,7 @@ def test_a_killed_worker_gives_back_its_pool_slot(tmp_path: Path) -> None:
     with instance_for_test(temp_dir=str(tmp_path), overrides={"run_launcher": LAUNCHER, **pools}) as instance, \
             served_location(instance) as process_context:
         first = launch(instance, process_context.create_request_context(), "pooled_waiting_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(first)), timeout=60, interval=0.1, what="step started")
+        wait_step_started(instance, first)
         assert instance.event_log_storage.get_concurrency_info("launcher_test_pool").active_run_ids == {first}
         os.kill(instance.run_launcher.worker_pid(first), signal.SIGKILL)  # type: ignore[attr-defined]
         assert finished(instance, first, timeout=10) == DagsterRunStatus.FAILURE
@@ -143,9 +145,7 @@ def test_a_killed_worker_gives_back_its_pool_slot(tmp_path: Path) -> None:
 
         wait_until(given_back, timeout=10, interval=0.1, what="the killed run's slot given back")
         second = launch(instance, process_context.create_request_context(), "pooled_waiting_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(second)), timeout=60, interval=0.1,
-                   what="the next run's step took the slot")
+        wait_step_started(instance, second, "the next run's step took the slot")
         assert instance.run_launcher.terminate(second)  # type: ignore[attr-defined]
         assert finished(instance, second, timeout=30) == DagsterRunStatus.CANCELED
 
@@ -332,8 +332,7 @@ def test_a_waiting_forked_worker_holds_no_connections(tmp_path: Path) -> None:
 
     with postgres_instance(tmp_path) as (instance, process_context, admin, database):
         run_id = launch(instance, process_context.create_request_context(), "waiting_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        wait_step_started(instance, run_id)
         wait_until(lambda: _backends(database) == 0, timeout=IDLE_SECONDS + 5, interval=0.2,
                    what="the waiting worker's connections closed")
         instance.run_launcher.terminate(run_id)
@@ -346,8 +345,7 @@ def test_a_forked_worker_survives_its_database_connections_being_cut(tmp_path: P
     go over a new one (pinged before use), not fail the run."""
     with postgres_instance(tmp_path) as (instance, process_context, admin, database):
         run_id = launch(instance, process_context.create_request_context(), "pausing_job")
-        wait_until(lambda: any(e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START
-                               for e in instance.all_logs(run_id)), timeout=60, interval=0.1, what="step started")
+        wait_step_started(instance, run_id)
         with admin.connect() as conn:
             cut = conn.execute(sa.text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"

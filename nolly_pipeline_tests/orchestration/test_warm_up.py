@@ -7,17 +7,11 @@ three types on Replicate, no local processor pulls the media stack in), and the 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from nolly_pipeline_tests.test_imports import REPLICATE
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from nolly_pipeline_tests.test_imports import REPLICATE, run_isolated
 
 SCRIPT = """
 import json, math, struct, sys, tempfile, wave
@@ -46,12 +40,7 @@ print(json.dumps(sorted(after - before)))
 
 
 def test_publish_imports_no_library_the_zygote_did_not_preload(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_", "AWS_"))}
-    env.update({"DAGSTER_HOME": str(tmp_path), **REPLICATE})
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert run_isolated(tmp_path, SCRIPT, REPLICATE) == []
 
 
 S3_SCRIPT = """
@@ -69,12 +58,7 @@ print(json.dumps(s3_store.cache_info().misses - built))
 def test_the_run_takes_the_s3_client_the_zygote_built(tmp_path: Path, keys: bool, built_by_the_run: int) -> None:
     """With keys in the environment, the storage resource of a run gets the client built
     before the fork; without, the run builds its own (the zygote looks no credentials up)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOLLY_", "REPLICATE_", "AWS_"))}
-    env.update({"DAGSTER_HOME": str(tmp_path), "NOLLY_STORAGE": "s3", "NOLLY_S3_ENDPOINT_URL": "http://127.0.0.1:9",
-                "AWS_REGION": "us-east-1"})
+    env = {"NOLLY_STORAGE": "s3", "NOLLY_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "us-east-1"}
     if keys:
         env.update({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
-    result = subprocess.run([sys.executable, "-c", S3_SCRIPT], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == built_by_the_run
+    assert run_isolated(tmp_path, S3_SCRIPT, env) == built_by_the_run
