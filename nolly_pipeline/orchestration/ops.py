@@ -283,6 +283,7 @@ PREDICT_OPS: dict[str, OpDefinition] = {
     "local": _predict_op("predict_local", "local_processing"),
     "replicate": _predict_op("predict_replicate", "replicate"),
 }
+PREDICT_POOLS = frozenset(op_def.pool for op_def in PREDICT_OPS.values() if op_def.pool)
 
 
 def build_publish_op(job_type: str) -> OpDefinition:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Sequence
 
 from dagster import (
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
@@ -27,6 +28,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from nolly_pipeline.db.jobs import JobRow, JobStore
 from nolly_pipeline.errors import CanceledError, NollyError, PermanentError
 from nolly_pipeline.orchestration.assets import PARTITIONS, job_name
+from nolly_pipeline.orchestration.ops import PREDICT_POOLS
 from nolly_pipeline.orchestration.resources import (
     InputPolicyResource,
     JobStoreResource,
@@ -101,6 +103,22 @@ def dispatch(
     return requests, partitions, rejected
 
 
+def create_pool_limits(instance: DagsterInstance) -> None:
+    """Create the predict pools' limit rows (``dagster.yaml``'s default) before any run needs them.
+
+    Dagster creates a pool's row at the first claim of a slot. Two runs claiming at once on a
+    fresh instance both insert it, and the loser fails its run: its
+    ``initialize_concurrency_limit_to_default`` catches the unique violation, then updates
+    inside the transaction PostgreSQL has already aborted. The sensor runs alone, before the
+    runs it requests."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+        return
+    known = {limit.name for limit in storage.get_pool_limits()}
+    for pool in sorted(PREDICT_POOLS - known):
+        storage.initialize_concurrency_limit_to_default(pool)
+
+
 def build_dispatch_sensor(
     jobs: Sequence[UnresolvedAssetJobDefinition], interval_seconds: int, batch_size: int
 ) -> SensorDefinition:
@@ -124,6 +142,8 @@ def build_dispatch_sensor(
         if not requests and not rejected:
             return SkipReason("no new pending jobs")
         context.log.info(f"dispatching {len(requests)} job(s), rejected {rejected}")
+        if requests:
+            create_pool_limits(context.instance)
         return SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[
