@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nolly_pipeline.processing.denoise import Denoiser
-from nolly_pipeline.processing.dfn3 import DFN3
+from nolly_pipeline.processing.dfn3 import DFN3, post_filter
 from nolly_pipeline.processing.models import denoise_model_path, fetch_denoise_model
 from nolly_pipeline_tests.processing.reference import mix_at_snr
 
@@ -85,3 +85,16 @@ def test_strength_scales_the_attenuation_in_db(model_dir):
     half = _db(_denoise(model_dir, noise, strength=0.5)[:, settled]) - _db(noise[:, settled])
     assert full < -10
     assert half == pytest.approx(full / 2, abs=1.0)
+
+
+def test_post_filter_deepens_partial_gains_only():
+    """DeepFilterNet's post-filter keeps whole bands whole and shut bands shut, and cuts
+    half-kept bands further, never lifting any (values of its ``Mask.pf`` at beta 0.02)."""
+    mask = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    filtered = post_filter(mask)
+    assert filtered.dtype == np.float32
+    assert filtered[0] == 0.0 and filtered[-1] == pytest.approx(1.0)
+    assert np.all(filtered <= mask + 1e-7)
+    assert np.all(np.diff(filtered) >= 0)
+    np.testing.assert_allclose(post_filter(np.array([0.05, 0.2, 0.5], np.float32)),
+                               [0.0120, 0.1687, 0.4904], atol=1e-4)
