@@ -21,25 +21,37 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import av
 import av.error
 import numpy as np
-from scipy.ndimage import maximum_filter1d
 
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
 from nolly_pipeline.processing.denoise import Denoiser, Highpass
 from nolly_pipeline.processing.models import DENOISE_KINDS_WITH_MODELS, denoise_model_path
-from nolly_pipeline.processing.loudness import (
-    PEAK_DELAY,
-    LoudnessMeter,
-    TruePeakLimiter,
-    TruePeakMeter,
-    WindowPeaks,
-    soft_clip,
+from nolly_pipeline.processing.audio_stream import (
+    BLOCK_SECONDS,
+    FloatFrames,
+    RateConverter,
+    float_blocks,
+    float_frame,
+    layout_name,
+    scratch_blocks,
+    scratch_samples,
 )
+from nolly_pipeline.processing.gain_plan import (
+    LOUDNESS_TOLERANCE_LU,
+    PEAK_SAFETY_DB,
+    GainPlan,
+    Measured,
+    ceiling_window,
+    limited,
+    overshoot_db,
+    solve_gain,
+)
+from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakMeter, WindowPeaks
 from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
@@ -57,7 +69,6 @@ from nolly_pipeline.processing.muxer import EncodeMuxer
 PROCESSING_VERSION = "audio-clean/2"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
-_BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy call overhead
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
 # When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
 # container holds at any sample rate: lossless FLAC for Ogg (Opus would force 48 kHz).
@@ -65,14 +76,11 @@ _FALLBACK_CODECS = {".ogg": "flac"}
 _WAV_CODECS = {"pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le"}
 # FFmpeg names encoders differently from the codecs they produce for a few formats.
 _ENCODER_NAMES = {"mp3": "libmp3lame", "opus": "libopus", "vorbis": "libvorbis"}
-# Aim this far under the true-peak limit: meters differ slightly, PCM rounds to 16 bits.
-_PEAK_SAFETY_DB = 0.1
 _MIN_LOSSY_BIT_RATE = 64_000  # per channel (up to two): speech-grade MP3/AAC
 # Lossy encoders ring over the limited peaks, more at lower rates; the first encode leaves
 # this much headroom, by bit rate per channel. Measured on espeak speech after limiting:
 # MP3 at 64 kbit/s rose 1.5-3.4 dB, AAC at ~69 kbit/s 1.5-1.7 dB, 128 kbit/s about 1 dB.
 _LOSSY_MARGIN_DB = ((_MIN_LOSSY_BIT_RATE, 2.0), (128_000, 1.0))
-_LOUDNESS_TOLERANCE_LU = 0.3  # the gain search aims within half of this
 # Lossy output this close to the target (and under the limit) is kept: a re-encode would
 # risk the codec's ringing for little.
 _GOOD_ENOUGH_LU = 0.5
@@ -80,28 +88,12 @@ _GOOD_ENOUGH_LU = 0.5
 # 36 lossy-loudness benchmark cases by at most 0.2 LU and no case's verdict, and it cost a
 # second and a half on a 60 s MP3 (PyAV's LAME encodes at ~60x real time here).
 _MAX_ENCODES = 3
-# Lossy output: where the decoded file overshoots the limit, the next encode lowers the
-# ceiling by the overshoot in windows of this length (and one either side: decoders align
-# to a few samples) ...
-_CEILING_WINDOW_S = 0.02
-# ... and everywhere by this share of it: codec ringing near the ceiling moves between
-# encodes, so local corrections alone chase it. Measured on 36 lossy cases (speech and
+# Lossy output: an overshoot lowers the ceiling by its full amount in the windows where it
+# happened (``gain_plan.overshoot_db``) and everywhere by this share of it: codec ringing
+# near the ceiling moves between encodes, so local corrections alone chase it. Measured on 36 lossy cases (speech and
 # tones, mp3 at 64/128 kbit/s and AAC, four targets): 24 in range, against 20 for the
 # whole overshoot taken off the global ceiling and 22 for local corrections alone.
 _GLOBAL_SHARE = 0.5
-_MAX_GAIN_STEPS = 4  # dry runs per gain search (limiter alone, then with the soft clipper)
-# Output LU per dB of gain below which, still too quiet, more gain is not worth trying: the
-# limiter takes back nearly all of it (or the relative gate lets quieter blocks in).
-_MIN_SLOPE = 0.2
-# The soft clipper takes at most this much off the loudest peak; the limiter does the rest.
-# Clipping deeper would meet the loudness target on paper by squaring off the audio (a
-# burst left by the denoiser needed ~30 dB); past this, the true-peak ceiling and clean
-# audio win over the target, and output_lufs shows how far short it landed.
-_MAX_CLIP_DRIVE_DB = 6.0
-# Short of the target by more than this with the limiter alone, try the soft clipper; less
-# is within the ±1 LU promise with room for the encoder, and not worth clipping speech.
-_CLIP_WHEN_SHORT_LU = 0.5
-_MAX_LIMITING_DB = 20.0  # most gain reduction asked of the limiter on the loudest peak
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".ogg": "audio/ogg", ".opus": "audio/ogg",
@@ -109,87 +101,6 @@ _CONTENT_TYPES = {
 }
 
 
-# --------------------------------------------------------------------------- streams
-
-
-def _frame(data: np.ndarray, layout: str, rate: int, pts: int | None) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data, dtype=np.float32),
-                                       format="fltp", layout=layout)
-    frame.sample_rate = rate
-    frame.time_base = Fraction(1, rate)
-    frame.pts = pts
-    return frame
-
-
-class _FloatFrames:
-    """One audio stream decoded and resampled to planar float at ``rate``, as it plays.
-
-    ``start`` is the first decoded frame's time (seconds), known once iteration began.
-    """
-
-    def __init__(self, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-                 rate: int) -> None:
-        self._container, self._stream = container, stream
-        layout = _layout_name(stream.codec_context.channels, stream)
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        self.start: float | None = None
-
-    def __iter__(self) -> Iterator[av.AudioFrame]:
-        for frame in self._container.decode(self._stream):
-            if self.start is None:
-                self.start = float(frame.time or 0.0)
-            yield from self._resampler.resample(frame)
-        yield from self._resampler.resample(None)
-
-
-def _blocks(frames: Iterable[av.AudioFrame], size: int) -> Iterator[np.ndarray]:
-    """Re-chunk decoded frames (often ~1k samples) into ``size``-sample float64 blocks."""
-    parts: list[np.ndarray] = []
-    held = 0
-    for frame in frames:
-        parts.append(frame.to_ndarray())
-        held += frame.samples
-        if held >= size:
-            yield np.concatenate(parts, axis=1).astype(np.float64)
-            parts, held = [], 0
-    if parts:
-        yield np.concatenate(parts, axis=1).astype(np.float64)
-
-
-class _RateConverter:
-    """Streaming sample-rate conversion of float blocks (FFmpeg's swresample)."""
-
-    def __init__(self, layout: str, rate_in: int, rate_out: int) -> None:
-        self._layout, self._rate_in = layout, rate_in
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate_out)
-        self._pts = 0
-
-    def __call__(self, block: np.ndarray | None) -> np.ndarray:
-        """Convert ``block``; ``None`` flushes what the filter still holds."""
-        frame = None
-        if block is not None:
-            frame = _frame(block, self._layout, self._rate_in, self._pts)
-            self._pts += block.shape[1]
-        out = [f.to_ndarray() for f in self._resampler.resample(frame)]
-        return np.concatenate(out, axis=1).astype(np.float64) if out else np.zeros((0, 0))
-
-
-@dataclass
-class _Measured:
-    """What pass 1 learnt about the cleaned signal (at the output rate)."""
-
-    loudness: float  # LUFS
-    true_peak_db: float
-    start: float  # seconds: the audio's start time, kept to preserve A/V offset
-    channels: int
-
-    @property
-    def normalisable(self) -> bool:
-        """Near-silence has no loudness to match: it keeps its level."""
-        return self.loudness > -60.0
-
-
-# --------------------------------------------------------------------------- processing
 
 
 def audio_clean(
@@ -241,15 +152,12 @@ def audio_clean(
     )
 
 
-def _layout_name(channels: int, stream: av.audio.stream.AudioStream) -> str:
-    name = stream.codec_context.layout.name
-    return name if name and "channels" not in name else f"{channels}c"
 
 
 def _pass1(
     src: Path, scratch: BinaryIO, settings: AudioCleanSettings, info: MediaInfo,
     ticker: ProgressTicker, model_path: Path | None,
-) -> _Measured:
+) -> Measured:
     """Decode -> (48 kHz) -> denoise -> high-pass -> (source rate) -> meters -> raw float32.
 
     The scratch file holds interleaved float32 at the output rate, ready for pass 2.
@@ -258,10 +166,10 @@ def _pass1(
         stream = inp.streams.audio[0]
         channels = stream.codec_context.channels
         rate = info.sample_rate or WORK_RATE
-        layout = _layout_name(channels, stream)
+        layout = layout_name(channels, stream)
         work_rate = WORK_RATE if settings.denoise != "off" else rate
-        decoded = _FloatFrames(inp, stream, work_rate)
-        back = _RateConverter(layout, work_rate, rate) if work_rate != rate else None
+        decoded = FloatFrames(inp, stream, work_rate)
+        back = RateConverter(layout, work_rate, rate) if work_rate != rate else None
         denoiser = Denoiser(settings.denoise, channels, strength=settings.strength,
                             model_path=model_path) if settings.denoise != "off" else None
         highpass = Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
@@ -282,7 +190,7 @@ def _pass1(
             store(back(block) if back else block)
 
         try:
-            for block in _blocks(decoded, int(_BLOCK_SECONDS * work_rate)):
+            for block in float_blocks(decoded, int(BLOCK_SECONDS * work_rate)):
                 emit(denoiser.process(block) if denoiser else block)
             if denoiser is not None:
                 emit(denoiser.flush())
@@ -293,7 +201,7 @@ def _pass1(
             store(back(None))
     if decoded.start is None:
         raise InputError(f"could not decode {src.name}: no decodable audio")
-    return _Measured(loudness.integrated(), peak.peak_db(), decoded.start, channels)
+    return Measured(loudness.integrated(), peak.peak_db(), decoded.start, channels)
 
 
 def _output_codec(info: MediaInfo, suffix: str) -> str:
@@ -313,14 +221,6 @@ def _output_codec(info: MediaInfo, suffix: str) -> str:
     return codec
 
 
-@dataclass(frozen=True)
-class _GainPlan:
-    """What pass 2 applies, and how close the dry runs said it lands."""
-
-    target: float  # LUFS the dry runs aimed at
-    gain_db: float
-    clip_db: float | None  # soft clipper's ceiling; None: the limiter alone
-    miss: float  # LU, target minus the dry run's loudness (positive: too quiet)
 
 
 @dataclass(frozen=True)
@@ -344,7 +244,7 @@ class _Encoded:
 
 def _normalise(
     src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
-    measured: _Measured, ticker: ProgressTicker,
+    measured: Measured, ticker: ProgressTicker,
 ) -> tuple[float, float, bool]:
     """Encode with the gain that meets the loudness target under the true-peak ceiling.
 
@@ -362,9 +262,9 @@ def _normalise(
     (:meth:`_Encoded.rank`) is the one kept, and if none is under the limit by the last
     try, that one leaves room for the largest rise any encode put on its ceiling.
     """
-    limit = settings.true_peak_db - _PEAK_SAFETY_DB
+    limit = settings.true_peak_db - PEAK_SAFETY_DB
     if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
-        plan = _solve_gain(scratch, measured, info, settings.loudness_lufs, limit, None, None)
+        plan = solve_gain(scratch, measured, info.sample_rate or WORK_RATE, settings.loudness_lufs, limit, None, None)
         lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
         return lufs, peak, plan.clip_db is not None
     attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
@@ -379,22 +279,22 @@ def _normalise(
 
 def _encode_lossy(
     src: Path, scratch: BinaryIO, attempts: list[Path], settings: AudioCleanSettings,
-    info: MediaInfo, measured: _Measured, limit: float, ticker: ProgressTicker,
+    info: MediaInfo, measured: Measured, limit: float, ticker: ProgressTicker,
 ) -> _Encoded:
     """Encode to ``attempts`` in turn (see :func:`_normalise`) and return the best one."""
     ceiling = limit - _lossy_margin_db(info, measured.channels)
     rate = info.sample_rate or WORK_RATE
-    window = _ceiling_window(rate)
-    lowered = np.zeros(-(-_scratch_samples(scratch, measured.channels) // window))
+    window = ceiling_window(rate)
+    lowered = np.zeros(-(-scratch_samples(scratch, measured.channels) // window))
     target = settings.loudness_lufs
     goal = settings.loudness_lufs if measured.normalisable else None
-    plan: _GainPlan | None = None
+    plan: GainPlan | None = None
     best: _Encoded | None = None
     rise = 0.0  # the most any encode has put on top of its ceiling
     for attempt, path in enumerate(attempts):
         if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
-            ceiling = min(ceiling, limit - rise - _PEAK_SAFETY_DB)  # last try: the peak first
-        plan = _solve_gain(scratch, measured, info, target, ceiling, lowered, plan)
+            ceiling = min(ceiling, limit - rise - PEAK_SAFETY_DB)  # last try: the peak first
+        plan = solve_gain(scratch, measured, rate, target, ceiling, lowered, plan)
         sent_lufs, _ = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
         output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
         rise = max(rise, output_peak - ceiling)
@@ -405,12 +305,12 @@ def _encode_lossy(
             encoded.path.unlink()
         miss = goal - output_lufs if goal is not None else 0.0
         # Too quiet with room under the limit: a higher ceiling lets the limiter give more.
-        room = miss > 0 and output_peak < limit - _LOUDNESS_TOLERANCE_LU and ceiling < limit
-        loudness_fixable = abs(plan.miss) <= _LOUDNESS_TOLERANCE_LU or room
+        room = miss > 0 and output_peak < limit - LOUDNESS_TOLERANCE_LU and ceiling < limit
+        loudness_fixable = abs(plan.miss) <= LOUDNESS_TOLERANCE_LU or room
         if output_peak <= limit and (abs(miss) <= _GOOD_ENOUGH_LU or not loudness_fixable):
             break
         target = settings.loudness_lufs + (sent_lufs - output_lufs)
-        lowered += _overshoot_db(window_peaks, limit, len(lowered))
+        lowered += overshoot_db(window_peaks, limit, len(lowered))
         # Overshoot lowers the ceiling; room left under the limit raises it (never past it).
         ceiling = min(ceiling - _GLOBAL_SHARE * (output_peak - limit), limit)
     assert best is not None  # at least one attempt ran, or an exception left
@@ -430,166 +330,23 @@ def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
     return float(np.interp(_lossy_bit_rate(info, channels) / channels, rates, margins))
 
 
-def _ceiling_window(rate: int) -> int:
-    """Samples per window of the per-window ceiling (``_CEILING_WINDOW_S``)."""
-    return max(round(_CEILING_WINDOW_S * rate), 1)
 
 
-def _overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.ndarray:
-    """Per window, how far (plus safety) the decoded peak went over ``limit_db``; 0 elsewhere.
-
-    Spread to the neighbouring windows, so a peak the decoder shifted by a few samples
-    across a window edge is still covered.
-    """
-    peaks = np.zeros(windows)
-    peaks[: min(windows, len(window_peaks))] = window_peaks[:windows]
-    over = np.zeros(windows)
-    hot = peaks > 10 ** (limit_db / 20)
-    over[hot] = 20 * np.log10(peaks[hot]) - limit_db + _PEAK_SAFETY_DB
-    return maximum_filter1d(over, 3, mode="constant")
 
 
-def _solve_gain(scratch: BinaryIO, measured: _Measured, info: MediaInfo, target: float,
-                ceiling_db: float, lowered: np.ndarray | None,
-                previous: _GainPlan | None) -> _GainPlan:
-    """Gain (dB), and soft clipper ceiling if needed, whose output measures ``target`` LUFS.
-
-    Without limiting the answer is exact: target minus measured loudness. Once the limiter
-    works, loudness grows more slowly than gain, and not even monotonically (limiting a
-    transient that dominates the gated blocks lets quieter blocks past the relative gate),
-    so the gain is found by secant steps on dry runs (limiter and meter, no encoding).
-    Material whose peak-to-loudness ratio the limiter cannot close (e.g. tones RNNoise has
-    cut down to onset bursts) stays short of the target however much gain it gets; only
-    when it is short by more than ``_CLIP_WHEN_SHORT_LU`` is the search repeated with
-    :func:`soft_clip` ahead of the limiter, which trades the bursts' crest factor for
-    loudness. Its ceiling sits ``_MAX_CLIP_DRIVE_DB`` under the loudest peak (never under
-    the limiter's), so it shaves at most that much and the limiter does the rest.
-
-    ``lowered`` is the per-window ceiling reduction of lossy output (see :func:`_limited`).
-    ``previous`` (the plan of the last encode of lossy output) warm-starts the search in
-    the mode it ended in, so a re-encode costs one or two dry runs rather than a full search.
-    """
-    if not measured.normalisable:
-        return _GainPlan(target, 0.0, None, 0.0)
-    gain = target - measured.loudness
-    lowest = ceiling_db - (np.max(lowered, initial=0.0) if lowered is not None else 0.0)
-    if measured.true_peak_db + gain <= lowest:
-        return _GainPlan(target, gain, None, 0.0)
-    rate = info.sample_rate or WORK_RATE
-
-    def clip_at(gain_db: float) -> float:
-        return max(ceiling_db, measured.true_peak_db + gain_db - _MAX_CLIP_DRIVE_DB)
-
-    def dry_run(gain_db: float, clip_db: float | None) -> float:
-        meter = LoudnessMeter(rate, measured.channels)
-        blocks = _scratch_blocks(scratch, measured.channels, int(_BLOCK_SECONDS * rate))
-        for block in _limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db,
-                              lowered):
-            meter.update(block)
-        return meter.integrated()
-
-    # Never more limiting than this on the loudest peak: past it the limiter only pumps the
-    # noise floor up (a run of noise bursts once asked for 45 dB).
-    most = ceiling_db - measured.true_peak_db + _MAX_LIMITING_DB
-
-    def clipped(start: float) -> _GainPlan:
-        found, miss = _search_gain(lambda g: dry_run(g, clip_at(g)), min(start, most), target, most)
-        return _GainPlan(target, found, clip_at(found), miss)
-
-    if previous is not None:
-        gain = max(gain, previous.gain_db + target - previous.target)
-        if previous.clip_db is not None:
-            return clipped(gain)
-    found, miss = _search_gain(lambda g: dry_run(g, None), min(gain, most), target, most)
-    limited = _GainPlan(target, found, None, miss)
-    if miss <= _CLIP_WHEN_SHORT_LU:
-        return limited
-    with_clipper = clipped(found)
-    return with_clipper if abs(with_clipper.miss) < abs(miss) else limited
 
 
-def _search_gain(loudness_at: Callable[[float], float], gain: float, target: float,
-                 most: float) -> tuple[float, float]:
-    """Secant search from ``gain`` (at most ``most``) for where ``loudness_at`` reads ``target``.
-
-    Returns the best gain seen and its miss (target minus loudness, so positive is too
-    quiet). Gives up early once more gain stops buying loudness, which is the sign that
-    the soft clipper is needed (or, with it, that its bounded drive is spent), or once it
-    is at ``most`` and still too quiet.
-    """
-    best, best_miss = gain, float("inf")
-    previous: tuple[float, float] | None = None
-    slope = 1.0  # output LU per dB of gain
-    for _ in range(_MAX_GAIN_STEPS):
-        lufs = loudness_at(gain)
-        miss = target - lufs
-        if abs(miss) < abs(best_miss):
-            best, best_miss = gain, miss
-        if abs(miss) <= _LOUDNESS_TOLERANCE_LU / 2:
-            break
-        if previous is not None and gain != previous[0]:
-            slope = (lufs - previous[1]) / (gain - previous[0])
-            if miss > 0 and slope < _MIN_SLOPE:
-                break
-            slope = min(max(slope, _MIN_SLOPE), 1.0)
-        if miss > 0 and gain >= most:
-            break
-        previous = (gain, lufs)
-        gain = min(gain + miss / slope, most)
-    return best, best_miss
 
 
-def _scratch_samples(scratch: BinaryIO, channels: int) -> int:
-    scratch.seek(0, 2)
-    return scratch.tell() // (4 * channels)
 
 
-def _scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
-    scratch.seek(0)
-    while True:
-        raw = scratch.read(size * channels * 4)
-        if not raw:
-            return
-        yield np.frombuffer(raw, dtype="<f4").reshape(-1, channels).T.astype(np.float64)
 
 
-def _limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
-             channels: int, clip_db: float | None,
-             lowered: np.ndarray | None) -> Iterator[np.ndarray]:
-    """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
-
-    ``lowered`` (dB per ``_CEILING_WINDOW_S`` window) brings the limiter's ceiling down
-    where an earlier encode overshot. The limiter's latency is trimmed, so output sample
-    *n* lines up with input sample *n*.
-    """
-    gain = 10 ** (gain_db / 20)
-    limiter = TruePeakLimiter(rate, channels, ceiling_db)
-    to_skip = limiter.latency
-    window = _ceiling_window(rate)
-    local = lowered is not None and bool(lowered.any())
-    position = 0
-
-    def limit(block: np.ndarray) -> np.ndarray:
-        nonlocal position
-        if not local:
-            return limiter(block)
-        # The limiter judges the peak of input sample n - PEAK_DELAY as it takes sample n.
-        samples = position + np.arange(block.shape[1]) - PEAK_DELAY
-        position += block.shape[1]
-        return limiter(block, lowered[np.clip(samples // window, 0, len(lowered) - 1)])
-
-    for block in blocks:
-        block = block * gain
-        out = limit(block if clip_db is None else soft_clip(block, clip_db))
-        skip = min(to_skip, out.shape[1])
-        to_skip -= skip
-        yield out[:, skip:]
-    yield limit(np.zeros((channels, limiter.latency)))[:, to_skip:]
 
 
 def _pass2(
-    src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: _Measured,
-    plan: _GainPlan, ceiling_db: float, lowered: np.ndarray | None, ticker: ProgressTicker,
+    src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: Measured,
+    plan: GainPlan, ceiling_db: float, lowered: np.ndarray | None, ticker: ProgressTicker,
 ) -> tuple[float, float]:
     """Scratch -> gain -> (soft clipper) -> true-peak limiter -> encode -> mux (+ copied video).
 
@@ -600,7 +357,7 @@ def _pass2(
     loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
     with open_input(src) as video_in, av.open(str(dst), "w") as out:
         src_audio = video_in.streams.audio[0]
-        layout = _layout_name(channels, src_audio)
+        layout = layout_name(channels, src_audio)
         codec = _output_codec(info, dst.suffix)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
         if codec in _LOSSY_CODECS:
@@ -614,16 +371,16 @@ def _pass2(
         pending_video = next(video_packets, None)
         written = round(measured.start * rate)
 
-        blocks = _scratch_blocks(scratch, channels, int(_BLOCK_SECONDS * rate))
+        blocks = scratch_blocks(scratch, channels, int(BLOCK_SECONDS * rate))
         # The encoder (a third of lossy output's time) runs beside the limiter.
         with EncodeMuxer(out, a_out, ticker) as muxer:
-            for block in _limited(blocks, plan.gain_db, ceiling_db, rate, channels,
+            for block in limited(blocks, plan.gain_db, ceiling_db, rate, channels,
                                   plan.clip_db, lowered):
                 if block.shape[1] == 0:
                     continue
                 loudness.update(block)
                 peak.update(block)
-                frame = _frame(block, layout, rate, written)
+                frame = float_frame(block, layout, rate, written)
                 written += block.shape[1]
                 # Interleave copied video up to this audio time so the muxer never buffers much.
                 now = written / rate
@@ -652,11 +409,11 @@ def _measure_file(path: Path, window: int, limit_db: float,
         stream = container.streams.audio[0]
         channels = stream.codec_context.channels
         rate = stream.codec_context.sample_rate
-        decoded = _FloatFrames(container, stream, rate)
+        decoded = FloatFrames(container, stream, rate)
         loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
         windows = WindowPeaks(channels, window, limit_db)
         lead: int | None = None  # decoded samples before ``start``
-        for block in _blocks(decoded, rate):
+        for block in float_blocks(decoded, rate):
             loudness.update(block)
             peak.update(block)
             if lead is None:

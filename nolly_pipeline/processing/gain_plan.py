@@ -1,0 +1,208 @@
+"""The gain, soft clipper and true-peak limiter of audio clean-up's pass 2, planned on the scratch.
+
+Pass 1 (``audio_clean.py``) leaves the cleaned signal as raw float32 in a scratch file and
+what it measured there (:class:`Measured`). Here the gain that meets the loudness target
+under the true-peak ceiling is found by dry runs over that file (limiter and meter, no
+encoding), and :func:`limited` applies the plan block by block for the encode. Lossy
+output brings its own per-window ceiling corrections (``lowered``, see
+:func:`overshoot_db`). No Dagster and no codecs here: numpy and the meters only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from nolly_pipeline.processing.audio_stream import BLOCK_SECONDS, scratch_blocks
+from nolly_pipeline.processing.loudness import PEAK_DELAY, LoudnessMeter, TruePeakLimiter, soft_clip
+
+# Aim this far under the true-peak limit: meters differ slightly, PCM rounds to 16 bits.
+PEAK_SAFETY_DB = 0.1
+LOUDNESS_TOLERANCE_LU = 0.3  # the gain search aims within half of this
+# Lossy output: where the decoded file overshoots the limit, the next encode lowers the
+# ceiling by the overshoot in windows of this length (and one either side: decoders align
+# to a few samples).
+_CEILING_WINDOW_S = 0.02
+_MAX_GAIN_STEPS = 4  # dry runs per gain search (limiter alone, then with the soft clipper)
+# Output LU per dB of gain below which, still too quiet, more gain is not worth trying: the
+# limiter takes back nearly all of it (or the relative gate lets quieter blocks in).
+_MIN_SLOPE = 0.2
+# The soft clipper takes at most this much off the loudest peak; the limiter does the rest.
+# Clipping deeper would meet the loudness target on paper by squaring off the audio (a
+# burst left by the denoiser needed ~30 dB); past this, the true-peak ceiling and clean
+# audio win over the target, and output_lufs shows how far short it landed.
+_MAX_CLIP_DRIVE_DB = 6.0
+# Short of the target by more than this with the limiter alone, try the soft clipper; less
+# is within the ±1 LU promise with room for the encoder, and not worth clipping speech.
+_CLIP_WHEN_SHORT_LU = 0.5
+_MAX_LIMITING_DB = 20.0  # most gain reduction asked of the limiter on the loudest peak
+
+
+@dataclass
+class Measured:
+    """What pass 1 learnt about the cleaned signal (at the output rate)."""
+
+    loudness: float  # LUFS
+    true_peak_db: float
+    start: float  # seconds: the audio's start time, kept to preserve A/V offset
+    channels: int
+
+    @property
+    def normalisable(self) -> bool:
+        """Near-silence has no loudness to match: it keeps its level."""
+        return self.loudness > -60.0
+
+
+@dataclass(frozen=True)
+class GainPlan:
+    """What pass 2 applies, and how close the dry runs said it lands."""
+
+    target: float  # LUFS the dry runs aimed at
+    gain_db: float
+    clip_db: float | None  # soft clipper's ceiling; None: the limiter alone
+    miss: float  # LU, target minus the dry run's loudness (positive: too quiet)
+
+
+def ceiling_window(rate: int) -> int:
+    """Samples per window of the per-window ceiling (``_CEILING_WINDOW_S``)."""
+    return max(round(_CEILING_WINDOW_S * rate), 1)
+
+
+def overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.ndarray:
+    """Per window, how far (plus safety) the decoded peak went over ``limit_db``; 0 elsewhere.
+
+    Spread to the neighbouring windows, so a peak the decoder shifted by a few samples
+    across a window edge is still covered.
+    """
+    peaks = np.zeros(windows)
+    peaks[: min(windows, len(window_peaks))] = window_peaks[:windows]
+    over = np.zeros(windows)
+    hot = peaks > 10 ** (limit_db / 20)
+    over[hot] = 20 * np.log10(peaks[hot]) - limit_db + PEAK_SAFETY_DB
+    return maximum_filter1d(over, 3, mode="constant")
+
+
+def solve_gain(scratch: BinaryIO, measured: Measured, rate: int, target: float,
+                ceiling_db: float, lowered: np.ndarray | None,
+                previous: GainPlan | None) -> GainPlan:
+    """Gain (dB), and soft clipper ceiling if needed, whose output measures ``target`` LUFS.
+
+    Without limiting the answer is exact: target minus measured loudness. Once the limiter
+    works, loudness grows more slowly than gain, and not even monotonically (limiting a
+    transient that dominates the gated blocks lets quieter blocks past the relative gate),
+    so the gain is found by secant steps on dry runs (limiter and meter, no encoding).
+    Material whose peak-to-loudness ratio the limiter cannot close (e.g. tones RNNoise has
+    cut down to onset bursts) stays short of the target however much gain it gets; only
+    when it is short by more than ``_CLIP_WHEN_SHORT_LU`` is the search repeated with
+    :func:`soft_clip` ahead of the limiter, which trades the bursts' crest factor for
+    loudness. Its ceiling sits ``_MAX_CLIP_DRIVE_DB`` under the loudest peak (never under
+    the limiter's), so it shaves at most that much and the limiter does the rest.
+
+    ``lowered`` is the per-window ceiling reduction of lossy output (see :func:`limited`).
+    ``previous`` (the plan of the last encode of lossy output) warm-starts the search in
+    the mode it ended in, so a re-encode costs one or two dry runs rather than a full search.
+    """
+    if not measured.normalisable:
+        return GainPlan(target, 0.0, None, 0.0)
+    gain = target - measured.loudness
+    lowest = ceiling_db - (np.max(lowered, initial=0.0) if lowered is not None else 0.0)
+    if measured.true_peak_db + gain <= lowest:
+        return GainPlan(target, gain, None, 0.0)
+
+    def clip_at(gain_db: float) -> float:
+        return max(ceiling_db, measured.true_peak_db + gain_db - _MAX_CLIP_DRIVE_DB)
+
+    def dry_run(gain_db: float, clip_db: float | None) -> float:
+        meter = LoudnessMeter(rate, measured.channels)
+        blocks = scratch_blocks(scratch, measured.channels, int(BLOCK_SECONDS * rate))
+        for block in limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db,
+                              lowered):
+            meter.update(block)
+        return meter.integrated()
+
+    # Never more limiting than this on the loudest peak: past it the limiter only pumps the
+    # noise floor up (a run of noise bursts once asked for 45 dB).
+    most = ceiling_db - measured.true_peak_db + _MAX_LIMITING_DB
+
+    def clipped(start: float) -> GainPlan:
+        found, miss = _search_gain(lambda g: dry_run(g, clip_at(g)), min(start, most), target, most)
+        return GainPlan(target, found, clip_at(found), miss)
+
+    if previous is not None:
+        gain = max(gain, previous.gain_db + target - previous.target)
+        if previous.clip_db is not None:
+            return clipped(gain)
+    found, miss = _search_gain(lambda g: dry_run(g, None), min(gain, most), target, most)
+    limiter_only = GainPlan(target, found, None, miss)
+    if miss <= _CLIP_WHEN_SHORT_LU:
+        return limiter_only
+    with_clipper = clipped(found)
+    return with_clipper if abs(with_clipper.miss) < abs(miss) else limiter_only
+
+
+def _search_gain(loudness_at: Callable[[float], float], gain: float, target: float,
+                 most: float) -> tuple[float, float]:
+    """Secant search from ``gain`` (at most ``most``) for where ``loudness_at`` reads ``target``.
+
+    Returns the best gain seen and its miss (target minus loudness, so positive is too
+    quiet). Gives up early once more gain stops buying loudness, which is the sign that
+    the soft clipper is needed (or, with it, that its bounded drive is spent), or once it
+    is at ``most`` and still too quiet.
+    """
+    best, best_miss = gain, float("inf")
+    previous: tuple[float, float] | None = None
+    slope = 1.0  # output LU per dB of gain
+    for _ in range(_MAX_GAIN_STEPS):
+        lufs = loudness_at(gain)
+        miss = target - lufs
+        if abs(miss) < abs(best_miss):
+            best, best_miss = gain, miss
+        if abs(miss) <= LOUDNESS_TOLERANCE_LU / 2:
+            break
+        if previous is not None and gain != previous[0]:
+            slope = (lufs - previous[1]) / (gain - previous[0])
+            if miss > 0 and slope < _MIN_SLOPE:
+                break
+            slope = min(max(slope, _MIN_SLOPE), 1.0)
+        if miss > 0 and gain >= most:
+            break
+        previous = (gain, lufs)
+        gain = min(gain + miss / slope, most)
+    return best, best_miss
+
+
+def limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
+             channels: int, clip_db: float | None,
+             lowered: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
+
+    ``lowered`` (dB per ``_CEILING_WINDOW_S`` window) brings the limiter's ceiling down
+    where an earlier encode overshot. The limiter's latency is trimmed, so output sample
+    *n* lines up with input sample *n*.
+    """
+    gain = 10 ** (gain_db / 20)
+    limiter = TruePeakLimiter(rate, channels, ceiling_db)
+    to_skip = limiter.latency
+    window = ceiling_window(rate)
+    local = lowered is not None and bool(lowered.any())
+    position = 0
+
+    def limit(block: np.ndarray) -> np.ndarray:
+        nonlocal position
+        if not local:
+            return limiter(block)
+        # The limiter judges the peak of input sample n - PEAK_DELAY as it takes sample n.
+        samples = position + np.arange(block.shape[1]) - PEAK_DELAY
+        position += block.shape[1]
+        return limiter(block, lowered[np.clip(samples // window, 0, len(lowered) - 1)])
+
+    for block in blocks:
+        block = block * gain
+        out = limit(block if clip_db is None else soft_clip(block, clip_db))
+        skip = min(to_skip, out.shape[1])
+        to_skip -= skip
+        yield out[:, skip:]
+    yield limit(np.zeros((channels, limiter.latency)))[:, to_skip:]
