@@ -66,7 +66,9 @@ from nolly_pipeline.processing.muxer import EncodeMuxer
 # Bump when a change alters what this processor outputs for the same input and settings:
 # finished jobs made by an older version then stop being reused for new ones (reuse.py).
 # 2: NSNet2 became the default denoiser.
-PROCESSING_VERSION = "audio-clean/2"
+# 3: DeepFilterNet3 (dfn3) passes its ERB gains through DeepFilterNet's post-filter (its
+#    limit in the bins where the dialogue dominates came before, without a bump).
+PROCESSING_VERSION = "audio-clean/3"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
