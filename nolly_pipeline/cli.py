@@ -21,7 +21,8 @@ from nolly_pipeline import console as views
 from nolly_pipeline.config import Settings
 from nolly_pipeline.db import migrate as db_migrate
 from nolly_pipeline.db.engine import get_engine
-from nolly_pipeline.db.jobs import JobRow, JobStore, utcnow
+from nolly_pipeline.db.job_rows import JobRow, utcnow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, TERMINAL_STATUSES
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore

@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nolly_pipeline.db.jobs import JobRow, JobStore, TypeStats, utcnow
+from nolly_pipeline.db.job_rows import JobRow, TypeStats, utcnow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import DONE, FAILED, PENDING, RUNNING, TERMINAL_STATUSES
 
 # Exit codes of ``watch`` (and ``submit``/``retry --wait``).

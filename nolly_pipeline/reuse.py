@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nolly_pipeline.config import OUTPUT_BUCKET
-from nolly_pipeline.db.jobs import JobRow, JobStore
+from nolly_pipeline.db.job_rows import JobRow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.errors import InputError, PermanentError
 from nolly_pipeline.predictors.base import Predictor
 from nolly_pipeline.processing.validation import parse_settings

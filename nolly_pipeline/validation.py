@@ -19,7 +19,7 @@ from typing import Any, Collection
 
 from pydantic import BaseModel
 
-from nolly_pipeline.db.jobs import JobRow
+from nolly_pipeline.db.job_rows import JobRow
 from nolly_pipeline.errors import InputError
 from nolly_pipeline.job_types import JOB_TYPES, JobType
 from nolly_pipeline.predictors.base import Predictor

@@ -19,7 +19,8 @@ from typing import Iterator
 import pytest
 import sqlalchemy as sa
 
-from nolly_pipeline.db.jobs import JobStore, RunIdentity
+from nolly_pipeline.db.job_rows import RunIdentity
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import jobs
 from nolly_pipeline_tests.e2e.daemon import wait_until
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nolly_pipeline import reuse
-from nolly_pipeline.db.jobs import JobStore, RunIdentity
+from nolly_pipeline.db.job_rows import RunIdentity
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.errors import InputError, PermanentError
 from nolly_pipeline.predictors.base import Predictor
 from nolly_pipeline.predictors.replicate_backend import ReplicateModel

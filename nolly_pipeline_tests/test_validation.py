@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nolly_pipeline.db.jobs import JobRow
+from nolly_pipeline.db.job_rows import JobRow
 from nolly_pipeline.errors import InputError, PermanentError
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.predictors.base import Predictor

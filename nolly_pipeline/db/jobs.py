@@ -1,4 +1,4 @@
-"""Every read and write of ``jobs`` and ``notifications`` the pipeline makes.
+"""Every write of ``jobs`` and ``notifications`` the pipeline makes (reads: ``job_reads.py``).
 
 The rules that keep a job from being lost or doubled live here, as SQL conditions:
 
@@ -17,166 +17,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from nolly_pipeline.db.job_reads import JobReads
+from nolly_pipeline.db.job_rows import JobRow, RunIdentity, as_uuid, utcnow
 from nolly_pipeline.db.tables import DONE, FAILED, PENDING, QUEUED, RUNNING, jobs, notifications
 from nolly_pipeline.errors import CanceledError, StaleRunError
 from nolly_pipeline.job_types import label as _label
 
 
-def utcnow() -> dt.datetime:
-    """Naive UTC, matching the seed's ``TIMESTAMP`` (without time zone) columns."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class JobRow:
-    id: uuid.UUID
-    user_id: uuid.UUID
-    project_id: uuid.UUID | None
-    type: str
-    status: str | None
-    input_data: Any
-    output_data: Any
-    error_message: str | None
-    created_at: dt.datetime | None
-    completed_at: dt.datetime | None
-    attempt: int
-    dispatched_at: dt.datetime | None
-    started_at: dt.datetime | None
-    updated_at: dt.datetime | None
-    dagster_run_id: str | None
-    cancel_requested_at: dt.datetime | None
-    max_attempts: int
-    progress: float | None
-    phase: str | None
-    reuse_key: str | None
-
-    @property
-    def attempts_left(self) -> int:
-        """Attempts after this one that the row's budget still allows."""
-        return self.max_attempts - self.attempt
-
-    @classmethod
-    def from_mapping(cls, row: sa.RowMapping) -> "JobRow":
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
-
-    def as_json(self) -> dict[str, Any]:
-        """The row as the frontend would read it, JSON-ready."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, (uuid.UUID, dt.datetime)):
-                value = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
-            out[name] = value
-        return out
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """How a run relates to the row it works on (derived from its tags, see ``ops.run_identity``)."""
-
-    run_id: str
-    # The attempt the sensor dispatched this run for; None for runs launched from the UI
-    # (Materialize, the launchpad, backfills, "re-execute all"), which start a new attempt.
-    attempt: int | None
-    # For a resume ("re-execute from failure"): the runs whose attempt it continues (parent,
-    # root). Empty for every other run.
-    resumes: tuple[str, ...] = ()
-    # "host:pid" of the worker process; None when acting from outside a worker.
-    worker: str | None = None
-
-
-@dataclass
-class TypeStats:
-    """One job type's numbers over a window (``nolly-pipeline stats``)."""
-
-    job_type: str
-    by_status: dict[str, int] = field(default_factory=dict)
-    # Seconds from submission (created_at) to done; reused rows are those whose outputs
-    # were copied from an earlier identical job.
-    processed_seconds: list[float] = field(default_factory=list)
-    reused_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_status.values())
-
-    @property
-    def reused(self) -> int:
-        return len(self.reused_seconds)
-
-
-class JobStore:
-    """Typed access to the two tables over one SQLAlchemy engine."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-
-    # --- reads -------------------------------------------------------------------------
-    def get(self, job_id: uuid.UUID | str) -> JobRow | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(jobs.c.id == _as_uuid(job_id))
-            ).mappings().first()
-        return JobRow.from_mapping(row) if row else None
-
-    def notifications_for(self, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(notifications)
-                .where(notifications.c.job_id == _as_uuid(job_id))
-                .order_by(notifications.c.created_at)
-            ).mappings()
-            return [dict(r) for r in rows]
-
-    def rows_with_status(self, status: str, limit: int = 1000) -> list[JobRow]:
-        return self._rows(sa.select(jobs).where(jobs.c.status == status).limit(limit))
-
-    def cancel_requests(self, limit: int = 500) -> list[JobRow]:
-        """Rows the user asked to cancel that are not final yet (partial index)."""
-        return self._rows(
-            sa.select(jobs)
-            .where(jobs.c.cancel_requested_at.is_not(None), jobs.c.status.in_([PENDING, RUNNING]))
-            .limit(limit)
-        )
-
-    def _rows(self, query: sa.Select) -> list[JobRow]:
-        with self.engine.connect() as conn:
-            return [JobRow.from_mapping(r) for r in conn.execute(query).mappings()]
-
-    def dispatched_before(self, cutoff: dt.datetime, limit: int = 1000) -> list[JobRow]:
-        """Pending rows claimed by the sensor before ``cutoff`` whose run never took them."""
-        return self._rows(
-            sa.select(jobs)
-            .where(jobs.c.status == PENDING, jobs.c.dispatched_at.is_not(None), jobs.c.dispatched_at < cutoff)
-            .limit(limit)
-        )
-
-    def done_with_reuse_key(
-        self,
-        reuse_key: str,
-        *,
-        user_id: uuid.UUID | None = None,
-        exclude: uuid.UUID | None = None,
-        limit: int = 5,
-    ) -> list[JobRow]:
-        """Done rows with this result-reuse key, newest first (partial index
-        ``ix_jobs_reuse_key_done``); only ``user_id``'s when given."""
-        query = (
-            sa.select(jobs)
-            .where(jobs.c.reuse_key == reuse_key, jobs.c.status == DONE)
-            .order_by(jobs.c.completed_at.desc())
-            .limit(limit)
-        )
-        if user_id is not None:
-            query = query.where(jobs.c.user_id == user_id)
-        if exclude is not None:
-            query = query.where(jobs.c.id != exclude)
-        return self._rows(query)
+class JobStore(JobReads):
+    """Typed access to the two tables over one SQLAlchemy engine: the reads of
+    :class:`JobReads`, and every write."""
 
     # --- inserts (the frontend's side; used by the CLI and tests) ---------------------------
     def insert_job(
@@ -191,8 +45,8 @@ class JobStore:
             conn.execute(
                 sa.insert(jobs).values(
                     id=job_id,
-                    user_id=_as_uuid(user_id),
-                    project_id=_as_uuid(project_id) if project_id else None,
+                    user_id=as_uuid(user_id),
+                    project_id=as_uuid(project_id) if project_id else None,
                     type=job_type,
                     status=PENDING,
                     input_data=input_data,
@@ -201,60 +55,17 @@ class JobStore:
             )
         return job_id
 
-    # --- operators (the CLI) --------------------------------------------------------------
-    def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        job_type: str | None = None,
-        user_id: uuid.UUID | str | None = None,
-        since: dt.datetime | None = None,
-        limit: int = 50,
-    ) -> list[JobRow]:
-        """Newest first, filtered on what was given (``ix_jobs_created_at``)."""
-        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
-        if status is not None:
-            query = query.where(jobs.c.status == status)
-        if job_type is not None:
-            query = query.where(jobs.c.type == job_type)
-        if user_id is not None:
-            query = query.where(jobs.c.user_id == _as_uuid(user_id))
-        if since is not None:
-            query = query.where(jobs.c.created_at >= since)
-        return self._rows(query)
-
-    def stats(self, since: dt.datetime) -> list[TypeStats]:
-        """Counts by status, reuse and time to done per type, for rows created since ``since``."""
-        reused_from = jobs.c.output_data["reused_from"].as_string()
-        query = sa.select(
-            jobs.c.type, jobs.c.status, jobs.c.created_at, jobs.c.completed_at, reused_from.label("reused_from")
-        ).where(jobs.c.created_at >= since)
-        out: dict[str, TypeStats] = {}
-        with self.engine.connect() as conn:
-            for r in conn.execute(query):
-                entry = out.setdefault(r.type, TypeStats(r.type))
-                status = r.status or PENDING
-                entry.by_status[status] = entry.by_status.get(status, 0) + 1
-                if status != DONE or r.completed_at is None or r.created_at is None:
-                    continue
-                seconds = (r.completed_at - r.created_at).total_seconds()
-                if r.reused_from:
-                    entry.reused_seconds.append(seconds)
-                else:
-                    entry.processed_seconds.append(seconds)
-        return sorted(out.values(), key=lambda e: e.job_type)
-
     def request_retry(self, job_id: uuid.UUID | str) -> bool:
         """The frontend's retry, verbatim: ``UPDATE jobs SET status = 'pending' WHERE id = $1``."""
         with self.engine.begin() as conn:
-            result = conn.execute(sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(status=PENDING))
+            result = conn.execute(sa.update(jobs).where(jobs.c.id == as_uuid(job_id)).values(status=PENDING))
         return result.rowcount == 1
 
     def request_cancel(self, job_id: uuid.UUID | str) -> bool:
         """The frontend's cancel, verbatim: ``UPDATE jobs SET cancel_requested_at = now() WHERE id = $1``."""
         with self.engine.begin() as conn:
             result = conn.execute(
-                sa.update(jobs).where(jobs.c.id == _as_uuid(job_id)).values(cancel_requested_at=sa.func.now())
+                sa.update(jobs).where(jobs.c.id == as_uuid(job_id)).values(cancel_requested_at=sa.func.now())
             )
         return result.rowcount == 1
 
@@ -330,7 +141,7 @@ class JobStore:
 
         Raises :class:`StaleRunError` when the row belongs to another attempt or run.
         """
-        job_id = _as_uuid(job_id)
+        job_id = as_uuid(job_id)
         now = utcnow()
         mine = self._owned_by(job_id, run.run_id, run.worker)
         take = dict(
@@ -403,7 +214,7 @@ class JobStore:
             result = conn.execute(
                 sa.update(jobs)
                 .where(
-                    self._owned_by(_as_uuid(job_id), run_id, worker),
+                    self._owned_by(as_uuid(job_id), run_id, worker),
                     jobs.c.cancel_requested_at.is_(None),
                 )
                 .values(**values)
@@ -426,7 +237,7 @@ class JobStore:
             values["reuse_key"] = reuse_key
         with self.engine.begin() as conn:
             result = conn.execute(
-                sa.update(jobs).where(self._owned_by(_as_uuid(job_id), run.run_id, run.worker)).values(**values)
+                sa.update(jobs).where(self._owned_by(as_uuid(job_id), run.run_id, run.worker)).values(**values)
             )
         return result.rowcount == 1
 
@@ -542,10 +353,6 @@ def _notification(
         created_at=now,
         event_key=event_key,
     )
-
-
-def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def count_rows(engine: sa.Engine, table: sa.Table, statuses: Iterable[str] | None = None) -> int:

@@ -34,7 +34,8 @@ from dagster import (
 
 from nolly_pipeline import reuse
 from nolly_pipeline.config import OUTPUT_BUCKET
-from nolly_pipeline.db.jobs import JobRow, JobStore, RunIdentity
+from nolly_pipeline.db.job_rows import JobRow, RunIdentity
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import DOWNLOADING, PROCESSING, UPLOADING
 from nolly_pipeline.errors import NollyError, TransientError, internal_error_message
 from nolly_pipeline.inputs import acquire_input

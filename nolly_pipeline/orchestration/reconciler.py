@@ -28,7 +28,8 @@ from dagster import (
 )
 
 from nolly_pipeline.config import DEFAULT_DISPATCH_GRACE_SECONDS, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
-from nolly_pipeline.db.jobs import JobRow, JobStore, utcnow
+from nolly_pipeline.db.job_rows import JobRow, utcnow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import PENDING, RUNNING
 from nolly_pipeline.errors import CanceledError
 from nolly_pipeline.job_types import JOB_TYPES

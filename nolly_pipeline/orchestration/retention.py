@@ -33,7 +33,7 @@ from dagster import (
     sensor,
 )
 
-from nolly_pipeline.db.jobs import utcnow
+from nolly_pipeline.db.job_rows import utcnow
 from nolly_pipeline.db.tables import TERMINAL_STATUSES, jobs
 from nolly_pipeline.orchestration.assets import PARTITIONS
 from nolly_pipeline.orchestration.resources import JobStoreResource

@@ -25,7 +25,8 @@ from dagster import (
 
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from nolly_pipeline.db.jobs import JobRow, JobStore
+from nolly_pipeline.db.job_rows import JobRow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.errors import CanceledError, NollyError, PermanentError
 from nolly_pipeline.orchestration.assets import PARTITIONS, job_name
 from nolly_pipeline.orchestration.ops import PREDICT_POOLS

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from nolly_pipeline.db.jobs import JobStore, RunIdentity
+from nolly_pipeline.db.job_rows import RunIdentity
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import jobs, notifications
 from nolly_pipeline.errors import StaleRunError
 from nolly_pipeline_tests.seed import request_cancel
@@ -259,7 +260,7 @@ def test_phase_is_queued_on_claim_set_by_the_owning_run_and_cleared_when_final(
 def test_operator_listing_and_stats_on_both_databases(store: JobStore, user_id: uuid.UUID) -> None:
     import datetime as dt
 
-    from nolly_pipeline.db.jobs import utcnow
+    from nolly_pipeline.db.job_rows import utcnow
 
     processed, reused, waiting = (store.insert_job(t, INPUT, user_id) for t in ("roto", "roto", "audio-clean"))
     store.claim_dispatchable(10)

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 
 from nolly_pipeline.db import migrate
 from nolly_pipeline.db.engine import get_engine
-from nolly_pipeline.db.jobs import JobStore, utcnow
+from nolly_pipeline.db.job_rows import utcnow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.deploy.conftest import REPO_ROOT
 from nolly_pipeline_tests.fakes.replicate_api import Behavior, FakeReplicate

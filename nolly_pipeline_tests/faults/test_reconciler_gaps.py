@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from nolly_pipeline.db.jobs import utcnow
+from nolly_pipeline.db.job_rows import utcnow
 from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, reconcile
 from nolly_pipeline_tests.media import tiny_video
 from nolly_pipeline_tests.orchestration.conftest import Pipeline

@@ -8,7 +8,7 @@ import uuid
 import sqlalchemy as sa
 from dagster import DagsterRun, DagsterRunStatus
 
-from nolly_pipeline.db.jobs import RunIdentity
+from nolly_pipeline.db.job_rows import RunIdentity
 from nolly_pipeline.db.tables import jobs, notifications
 from nolly_pipeline.orchestration.reconciler import ReconcilerPolicy, reconcile
 from nolly_pipeline_tests.fakes.replicate_api import Behavior

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, Definitions, SensorResult, SkipReason, build_sensor_context
 
 from nolly_pipeline.config import DEFAULT_PARTITION_RETENTION_DAYS, Settings
-from nolly_pipeline.db.jobs import JobStore, utcnow
+from nolly_pipeline.db.job_rows import utcnow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.db.tables import jobs
 from nolly_pipeline.definitions import build_resources
 from nolly_pipeline.orchestration.resources import JobStoreResource

@@ -14,7 +14,8 @@ import pytest
 from nolly_pipeline.config import Settings
 from nolly_pipeline.db import migrate
 from nolly_pipeline.db.engine import get_engine
-from nolly_pipeline.db.jobs import JobRow, JobStore
+from nolly_pipeline.db.job_rows import JobRow
+from nolly_pipeline.db.jobs import JobStore
 from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests import services
 from nolly_pipeline_tests.e2e.daemon import running_daemon, wait_until, write_instance_yaml
