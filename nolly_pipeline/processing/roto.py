@@ -2,7 +2,7 @@
 
 The matte comes from MediaPipe's selfie-segmentation TFLite models (see
 :mod:`nolly_pipeline.processing.models`) run through OpenCV's DNN module, which needs neither
-mediapipe nor TensorFlow. The model works at 256x256 (or 256x144 for wide frames), so the
+mediapipe nor TensorFlow (:mod:`nolly_pipeline.processing.matte`). The model works at 256x256 (or 256x144 for wide frames), so the
 matte is computed small, smoothed over time, and upsampled (optionally edge-refined against
 the full-resolution picture with a guided filter).
 
@@ -39,8 +39,9 @@ import av.stream
 import cv2
 import numpy as np
 
-from nolly_pipeline.errors import InputError, PermanentError
+from nolly_pipeline.errors import InputError
 from nolly_pipeline.processing.base import OutputFile, ProcessingResult, ProgressFn, no_progress
+from nolly_pipeline.processing.matte import Matter
 from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
@@ -59,13 +60,6 @@ PROCESSING_VERSION = "roto/1"
 # Frames wider than this use the landscape model: 4:3 is equally far (in log scale) from
 # the square model's 1:1 and the landscape model's 16:9.
 _LANDSCAPE_MIN_ASPECT = 4 / 3
-# Per-pixel picture change (0..1, mean over RGB at model resolution) below which a pixel
-# counts as unchanged; above sensor grain and compression noise, below real motion.
-_STILL_PICTURE_DELTA = 0.06
-# Guided filter, computed at 1/4 resolution (the "fast guided filter"): window radius in
-# those pixels, and regularisation (larger = smoother, less picture detail in the matte).
-_REFINE_RADIUS = 4
-_REFINE_EPS = 1e-3
 # Bounded queues keep memory flat: at most this many frames wait per output.
 _QUEUE_FRAMES = 8
 
@@ -91,7 +85,7 @@ def roto(
     assert info.width and info.height  # probe fills them for video and images
     width, height = (info.height, info.width) if info.rotation % 180 else (info.width, info.height)
     wide = landscape_model_path is not None and width / height > _LANDSCAPE_MIN_ASPECT
-    matter = _Matter(
+    matter = Matter(
         landscape_model_path if wide and landscape_model_path else model_path,
         landscape=wide,
         smoothing=settings.smoothing,
@@ -103,118 +97,8 @@ def roto(
     return _roto_video(src, out_dir, info, settings, matter, progress)
 
 
-class _Matter:
-    """Turns frames into full-resolution 8-bit mattes, remembering the previous frame."""
-
-    def __init__(
-        self, model_path: Path, *, landscape: bool, smoothing: float, refine_edges: bool
-    ) -> None:
-        try:
-            self._net = cv2.dnn.readNetFromTFLite(str(model_path))
-        except cv2.error:
-            raise PermanentError(f"roto model {model_path.name} could not be loaded") from None
-        self.model_name = model_path.name
-        self.input_size = (256, 144) if landscape else (256, 256)  # (width, height)
-        self._smoothing = smoothing
-        self._refine = refine_edges
-        self._prev_rgb: np.ndarray | None = None
-        self._prev_matte: np.ndarray | None = None
-
-    def infer(self, rgb_small: np.ndarray) -> np.ndarray:
-        """Person probability (float32, 0..1) at model resolution for an RGB uint8 image."""
-        self._net.setInput(cv2.dnn.blobFromImage(rgb_small, scalefactor=1 / 255.0))
-        return self._net.forward()[0, 0]
-
-    def smooth(self, rgb_small: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """Blend ``raw`` with the previous matte where the picture has not changed.
-
-        A still shot's matte otherwise shimmers, because grain and compression noise nudge
-        the model; weighting by the *picture* change (not the matte change) keeps real
-        motion sharp: a pixel whose content moved takes the new matte value outright.
-        """
-        rgb = rgb_small.astype(np.float32) * (1 / 255.0)
-        if self._prev_matte is None or self._smoothing == 0.0:
-            matte = raw
-        else:
-            delta = cv2.blur(np.abs(rgb - self._prev_rgb).mean(axis=2), (3, 3))
-            keep = self._smoothing * np.exp(-np.square(delta / _STILL_PICTURE_DELTA))
-            matte = raw + keep * (self._prev_matte - raw)
-        self._prev_rgb, self._prev_matte = rgb, matte
-        return matte
-
-    @property
-    def refines(self) -> bool:
-        return self._refine
-
-    def upsample(
-        self, matte: np.ndarray, size: tuple[int, int], guide: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Full-resolution (``size`` = width, height) uint8 matte.
-
-        With edge refinement on, ``guide`` is the picture at half resolution, 3 channels in
-        any colour space (YUV for video, BGR for stills: the filter is linear in the guide).
-        """
-        if self._refine and guide is not None:
-            return _guided_upsample(matte, guide, size)
-        small = np.clip(matte * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
-
-
-def _box(image: np.ndarray) -> np.ndarray:
-    return cv2.blur(image, (2 * _REFINE_RADIUS + 1,) * 2)
-
-
-def _guided_upsample(
-    matte: np.ndarray, guide_half: np.ndarray, size: tuple[int, int]
-) -> np.ndarray:
-    """Colour fast guided filter (He & Sun 2015) restricted to the matte's edge band.
-
-    Fits ``matte = A . colour + b`` in local windows at 1/4 resolution, applies the fit to the
-    half-resolution picture and upsamples, so matte edges follow picture edges (hair,
-    shoulders) instead of the model's 256-pixel grid. Inside solid regions the model is
-    trusted as is: a local fit there would print the picture's texture into the matte.
-    """
-    half_h, half_w = guide_half.shape[:2]
-    work = (max(half_w // 2, 1), max(half_h // 2, 1))
-    guide = cv2.resize(guide_half, work, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    p = cv2.resize(matte, work, interpolation=cv2.INTER_LINEAR)
-    mean_i = _box(guide)
-    mean_p = _box(p)
-    cov_ip = _box(guide * p[..., None]) - mean_i * mean_p[..., None]
-    # Per-pixel symmetric 3x3 covariance of the guide, regularised, inverted by cofactors
-    # (np.linalg.solve on 100k tiny systems is ten times slower).
-    var = {
-        (i, j): _box(guide[..., i] * guide[..., j]) - mean_i[..., i] * mean_i[..., j]
-        + (_REFINE_EPS if i == j else 0.0)
-        for i in range(3) for j in range(i, 3)
-    }  # fmt: skip
-    rr, rg, rb, gg, gb, bb = (var[k] for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
-    inv = [
-        [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb],
-        [None, rr * bb - rb * rb, rb * rg - rr * gb],
-        [None, None, rr * gg - rg * rg],
-    ]
-    det = rr * inv[0][0] + rg * inv[0][1] + rb * inv[0][2]
-    sym = lambda i, j: inv[min(i, j)][max(i, j)]  # noqa: E731 - the inverse is symmetric too
-    a = [sum(sym(i, j) * cov_ip[..., j] for j in range(3)) / det for i in range(3)]
-    b = mean_p - sum(a[i] * mean_i[..., i] for i in range(3))
-    kernel = np.ones((2 * _REFINE_RADIUS + 1,) * 2, np.uint8)
-    band = cv2.dilate((p > 0.02).astype(np.uint8), kernel) & cv2.dilate(
-        (p < 0.98).astype(np.uint8), kernel
-    )
-    weight = _box(band.astype(np.float32))
-    half = (half_w, half_h)
-    # Apply q = A . colour + b at half resolution in 0..255 units, so the guide stays uint8.
-    refined = cv2.resize((_box(b) * weight + p * (1.0 - weight)) * 255.0, half)
-    for channel in range(3):
-        coeff = cv2.resize(_box(a[channel]) * weight, half)
-        refined += cv2.multiply(guide_half[..., channel], coeff, dtype=cv2.CV_32F)
-    refined = np.clip(refined + 0.5, 0, 255).astype(np.uint8)
-    return cv2.resize(refined, size, interpolation=cv2.INTER_LINEAR)
-
-
 def _roto_image(
-    src: Path, out_dir: Path, matter: _Matter, progress: ProgressFn
+    src: Path, out_dir: Path, matter: Matter, progress: ProgressFn
 ) -> ProcessingResult:
     # OpenCV, not FFmpeg, decodes stills: it applies the EXIF orientation phones rely on.
     bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
@@ -435,7 +319,7 @@ def _roto_video(
     out_dir: Path,
     info: MediaInfo,
     settings: RotoSettings,
-    matter: _Matter,
+    matter: Matter,
     progress: ProgressFn,
 ) -> ProcessingResult:
     ticker = ProgressTicker(progress, info.frame_count or 0)
@@ -490,7 +374,7 @@ def _roto_video(
 
 
 def _process_frame(
-    frame: av.VideoFrame, matter: _Matter, model_w: int, model_h: int, rotation: int,
+    frame: av.VideoFrame, matter: Matter, model_w: int, model_h: int, rotation: int,
     writers: list[_Writer],
 ) -> None:
     """Matte one frame; the model sees it upright, as the player will show it.
