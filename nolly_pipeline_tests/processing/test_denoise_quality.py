@@ -58,7 +58,8 @@ def _dnsmos(results) -> dict[str, float]:
 
 
 def test_default_denoiser_cleans_far_more_than_afftdn_and_noisereduce(results):
-    """At least 1.1x the DNSMOS OVRL of the better of afftdn and noisereduce (measured ~1.2x)."""
+    """At least 1.1x the DNSMOS OVRL of the better of afftdn and noisereduce (measured 1.31x:
+    2.925 vs noisereduce's 2.240)."""
     means = _dnsmos(results)
     assert means["ours"] >= 1.1 * max(means["afftdn"], means["noisereduce"]), means
 
