@@ -266,7 +266,8 @@ def _normalise(
     """
     limit = settings.true_peak_db - PEAK_SAFETY_DB
     if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
-        plan = solve_gain(scratch, measured, info.sample_rate or WORK_RATE, settings.loudness_lufs, limit, None, None)
+        plan = solve_gain(scratch, measured, info.sample_rate or WORK_RATE, settings.loudness_lufs,
+                          limit, None, None)
         lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
         return lufs, peak, plan.clip_db is not None
     attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
@@ -377,7 +378,7 @@ def _pass2(
         # The encoder (a third of lossy output's time) runs beside the limiter.
         with EncodeMuxer(out, a_out, ticker) as muxer:
             for block in limited(blocks, plan.gain_db, ceiling_db, rate, channels,
-                                  plan.clip_db, lowered):
+                                 plan.clip_db, lowered):
                 if block.shape[1] == 0:
                     continue
                 loudness.update(block)

@@ -17,6 +17,7 @@ BLOCK_SECONDS = 0.25  # processing granularity: big enough to amortise numpy cal
 
 
 def float_frame(data: np.ndarray, layout: str, rate: int, pts: int | None) -> av.AudioFrame:
+    """A planar float32 frame of ``data`` (``[channels, samples]``), stamped in samples."""
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data, dtype=np.float32),
                                        format="fltp", layout=layout)
     frame.sample_rate = rate

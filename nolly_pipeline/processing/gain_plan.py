@@ -86,8 +86,8 @@ def overshoot_db(window_peaks: np.ndarray, limit_db: float, windows: int) -> np.
 
 
 def solve_gain(scratch: BinaryIO, measured: Measured, rate: int, target: float,
-                ceiling_db: float, lowered: np.ndarray | None,
-                previous: GainPlan | None) -> GainPlan:
+               ceiling_db: float, lowered: np.ndarray | None,
+               previous: GainPlan | None) -> GainPlan:
     """Gain (dB), and soft clipper ceiling if needed, whose output measures ``target`` LUFS.
 
     Without limiting the answer is exact: target minus measured loudness. Once the limiter
@@ -119,7 +119,7 @@ def solve_gain(scratch: BinaryIO, measured: Measured, rate: int, target: float,
         meter = LoudnessMeter(rate, measured.channels)
         blocks = scratch_blocks(scratch, measured.channels, int(BLOCK_SECONDS * rate))
         for block in limited(blocks, gain_db, ceiling_db, rate, measured.channels, clip_db,
-                              lowered):
+                             lowered):
             meter.update(block)
         return meter.integrated()
 
@@ -175,8 +175,8 @@ def _search_gain(loudness_at: Callable[[float], float], gain: float, target: flo
 
 
 def limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
-             channels: int, clip_db: float | None,
-             lowered: np.ndarray | None) -> Iterator[np.ndarray]:
+            channels: int, clip_db: float | None,
+            lowered: np.ndarray | None) -> Iterator[np.ndarray]:
     """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
 
     ``lowered`` (dB per ``_CEILING_WINDOW_S`` window) brings the limiter's ceiling down
