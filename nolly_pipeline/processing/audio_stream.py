@@ -80,16 +80,19 @@ class RateConverter:
 
 
 def layout_name(channels: int, stream: av.audio.stream.AudioStream) -> str:
+    """The stream's channel layout, or ``<n>c`` when FFmpeg only knows the channel count."""
     name = stream.codec_context.layout.name
     return name if name and "channels" not in name else f"{channels}c"
 
 
 def scratch_samples(scratch: BinaryIO, channels: int) -> int:
+    """Samples per channel in the scratch file."""
     scratch.seek(0, 2)
     return scratch.tell() // (4 * channels)
 
 
 def scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
+    """The scratch file from its start, as float64 ``[channels, size]`` blocks (last one shorter)."""
     scratch.seek(0)
     while True:
         raw = scratch.read(size * channels * 4)
