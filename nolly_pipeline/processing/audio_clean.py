@@ -167,7 +167,7 @@ def _pass1(
     with open_input(src) as inp:
         stream = inp.streams.audio[0]
         channels = stream.codec_context.channels
-        rate = info.sample_rate or WORK_RATE
+        rate = _output_rate(info)
         layout = layout_name(channels, stream)
         work_rate = WORK_RATE if settings.denoise != "off" else rate
         decoded = FloatFrames(inp, stream, work_rate)
@@ -204,6 +204,11 @@ def _pass1(
     if decoded.start is None:
         raise InputError(f"could not decode {src.name}: no decodable audio")
     return Measured(loudness.integrated(), peak.peak_db(), decoded.start, channels)
+
+
+def _output_rate(info: MediaInfo) -> int:
+    """The source's sample rate, kept in the output (48 kHz when the container hides it)."""
+    return info.sample_rate or WORK_RATE
 
 
 def _output_codec(info: MediaInfo, suffix: str) -> str:
@@ -266,7 +271,7 @@ def _normalise(
     """
     limit = settings.true_peak_db - PEAK_SAFETY_DB
     if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
-        plan = solve_gain(scratch, measured, info.sample_rate or WORK_RATE, settings.loudness_lufs,
+        plan = solve_gain(scratch, measured, _output_rate(info), settings.loudness_lufs,
                           limit, None, None)
         lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
         return lufs, peak, plan.clip_db is not None
@@ -286,7 +291,7 @@ def _encode_lossy(
 ) -> _Encoded:
     """Encode to ``attempts`` in turn (see :func:`_normalise`) and return the best one."""
     ceiling = limit - _lossy_margin_db(info, measured.channels)
-    rate = info.sample_rate or WORK_RATE
+    rate = _output_rate(info)
     window = ceiling_window(rate)
     lowered = np.zeros(-(-scratch_samples(scratch, measured.channels) // window))
     target = settings.loudness_lufs
@@ -355,7 +360,7 @@ def _pass2(
 
     Returns loudness and true peak of the limited signal as it went to the encoder.
     """
-    rate = info.sample_rate or WORK_RATE
+    rate = _output_rate(info)
     channels = measured.channels
     loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
     with open_input(src) as video_in, av.open(str(dst), "w") as out:
