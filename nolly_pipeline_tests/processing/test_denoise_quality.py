@@ -40,6 +40,17 @@ def results(tmp_path_factory) -> q.Results:
     return ours
 
 
+def test_ratio_interval_pairs_the_clips_and_brackets_the_ratio():
+    """The benchmark's bootstrap interval: clips scored by both methods only, drawn in pairs."""
+    ours = {("rain", 5.0): [q.Score(3.0, 0.9), q.Score(2.0, 0.9)], ("rain", 0.0): [q.Score(float("nan"), 0.8)]}
+    peer = {("rain", 5.0): [q.Score(2.0, 0.9), q.Score(2.0, 0.9)]}
+    results = q.Results(["ours", "peer"], {"ours": ours, "peer": peer})
+    low, high = results.ratio_interval("ours", "peer")
+    assert 1.0 <= low < 1.25 < high <= 1.5
+    same = q.Results(["ours", "peer"], {"ours": peer, "peer": peer})
+    assert same.ratio_interval("ours", "peer") == (1.0, 1.0)
+
+
 def test_default_denoiser_keeps_dialogue_intelligible(results):
     """STOI drops by at most 0.03 from the unprocessed input in every noise kind at 0, 5, 10 dB.
 
