@@ -7,6 +7,8 @@ happens to deliver do not change the result, and ``strength`` does what the sett
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,19 @@ def test_strength_scales_the_attenuation_in_db(model_dir):
     half = _db(_denoise(model_dir, noise, strength=0.5)[:, settled]) - _db(noise[:, settled])
     assert full < -10
     assert half == pytest.approx(full / 2, abs=1.0)
+
+
+def _denoised_level_db(model_dir) -> float:
+    return _db(_denoise(model_dir, _noise(5)))
+
+
+def test_a_forked_worker_denoises_after_its_parent_did(model_dir):
+    """Run workers are forked: the parent's deep-filter decoder threads do not exist in the
+    child, which must start its own rather than wait on them forever."""
+    parent = _denoised_level_db(model_dir)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_denoised_level_db, (model_dir,)).get(timeout=120)
+    assert child == pytest.approx(parent, abs=1e-9)
 
 
 def test_post_filter_deepens_partial_gains_only():
