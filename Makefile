@@ -34,11 +34,13 @@ test-deps: install
 	  else echo "please install:$$missing (Debian/Ubuntu: apt-get install$$missing)"; \
 	    case "$$missing" in *espeak-ng*) exit 1;; esac; fi; fi
 
+# `dagster dev` keeps its code servers at WARNING unless told: the start-up log of which
+# backend serves each type (INFO) would not show.
 run: install models
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/nolly-pipeline migrate
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml --code-server-log-level info
 
 test: install models test-deps
 	$(PY) -m pytest

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ from nolly_pipeline.definitions import build_definitions
 from nolly_pipeline.job_types import JOB_TYPES
 from nolly_pipeline.orchestration.ticks import minimum_interval
 from nolly_pipeline.processing.checks import CHECKS
+from nolly_pipeline_tests.processes import kill_session
 
 
 @pytest.fixture
@@ -139,6 +144,36 @@ def test_start_up_logs_each_types_backend_once(clean_env: Path) -> None:
         "color-grade: local",
         f"audio-clean: replicate ({JOB_TYPES['audio-clean'].replicate_default.ref})",
     ]
+
+
+def test_make_run_shows_each_types_backend_at_start_up(clean_env: Path) -> None:
+    """The README's run command, as a newcomer starts it: ``dagster dev`` keeps its code
+    servers at WARNING unless told otherwise, which hid the lines above from its output.
+
+    Runs the command ``make run`` ends with, reads its output until the lines appear, then
+    stops it as Ctrl-C does (SIGINT to its process group).
+    """
+    repo = Path(__file__).resolve().parents[1]
+    dry_run = subprocess.run(["make", "-s", "-n", "run"], cwd=repo, capture_output=True, text=True, check=True)
+    command = shlex.split(dry_run.stdout.strip().splitlines()[-1])
+    assert command[1:3] == ["dev", "-w"], command
+    shutil.copy(repo / "dagster.yaml", clean_env / "dagster.yaml")
+    log = clean_env / "dev.log"
+    with log.open("w") as out:
+        dev = subprocess.Popen(command, cwd=repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(lines) < 3 and dev.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            lines = [line.rsplit(" - ", 1)[-1] for line in log.read_text().splitlines() if ".nolly_pipeline - " in line]
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(30)
+        finally:
+            kill_session(dev.pid)
+    assert lines == ["roto: local", "color-grade: local", "audio-clean: local"], log.read_text()[-4000:]
 
 
 def test_replicate_backend_without_a_model_stops_the_code_location_loading(clean_env: Path) -> None:
