@@ -103,8 +103,6 @@ _CONTENT_TYPES = {
 }
 
 
-
-
 def audio_clean(
     src: Path,
     out_dir: Path,
@@ -152,8 +150,6 @@ def audio_clean(
             "duration": info.duration,
         },
     )
-
-
 
 
 def _pass1(
@@ -226,8 +222,6 @@ def _output_codec(info: MediaInfo, suffix: str) -> str:
     except (av.error.FFmpegError, ValueError):
         return fallback
     return codec
-
-
 
 
 @dataclass(frozen=True)
@@ -336,20 +330,6 @@ def _lossy_bit_rate(info: MediaInfo, channels: int) -> int:
 def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
     rates, margins = zip(*_LOSSY_MARGIN_DB)
     return float(np.interp(_lossy_bit_rate(info, channels) / channels, rates, margins))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _pass2(

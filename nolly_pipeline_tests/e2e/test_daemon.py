@@ -26,7 +26,6 @@ from nolly_pipeline_tests.media import tiny_video, tiny_wav
 from nolly_pipeline_tests.seed import insert_job
 
 
-
 def insert(engine: sa.Engine, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
     with engine.begin() as conn:
         return insert_job(conn, job_type, input_data, user)

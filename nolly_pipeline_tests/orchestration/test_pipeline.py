@@ -19,7 +19,6 @@ from nolly_pipeline_tests.orchestration.conftest import Pipeline, pipeline_env, 
 from nolly_pipeline_tests.seed import insert_job
 
 
-
 def insert_row(p: Pipeline, job_type: str, input_data: object, user: uuid.UUID) -> uuid.UUID:
     """Insert as the frontend does: plain SQL with the seed's columns only."""
     with p.store.engine.begin() as conn:
