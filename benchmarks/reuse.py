@@ -18,9 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from _daemon_setup import REPO  # noqa: E402  (first: repo on sys.path, test AWS keys)
+import _daemon_setup  # noqa: E402, F401  (first: repo on sys.path, test AWS keys)
 
 from benchmarks._doc import write_section  # noqa: E402
 from nolly_pipeline.config import SEED_BUCKETS  # noqa: E402
