@@ -7,6 +7,7 @@ interleaved little-endian float32. Nothing holds more than a block in memory.
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from typing import BinaryIO, Iterable, Iterator
 
@@ -91,11 +92,21 @@ def scratch_samples(scratch: BinaryIO, channels: int) -> int:
     return scratch.tell() // (4 * channels)
 
 
-def scratch_blocks(scratch: BinaryIO, channels: int, size: int) -> Iterator[np.ndarray]:
-    """The scratch file from its start, as float64 ``[channels, size]`` blocks (last one shorter)."""
-    scratch.seek(0)
-    while True:
-        raw = scratch.read(size * channels * 4)
+def scratch_blocks(scratch: BinaryIO, channels: int, size: int, start: int = 0,
+                   stop: int | None = None) -> Iterator[np.ndarray]:
+    """Samples ``start`` to ``stop`` (the end) of the scratch file, as float64
+    ``[channels, size]`` blocks (last one shorter).
+
+    Reads by offset (``os.pread``), never moving the file's position, so that several
+    readers (the gain search's parts, on threads) can share one file.
+    """
+    scratch.flush()
+    frame = channels * 4
+    position, end = start * frame, None if stop is None else stop * frame
+    while end is None or position < end:
+        raw = os.pread(scratch.fileno(), size * frame if end is None else min(size * frame, end - position),
+                       position)
         if not raw:
             return
+        position += len(raw)
         yield np.frombuffer(raw, dtype="<f4").reshape(-1, channels).T.astype(np.float64)

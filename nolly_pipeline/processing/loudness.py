@@ -64,6 +64,11 @@ def channel_weights(channels: int) -> np.ndarray:
     return np.ones(channels)
 
 
+def subblock_samples(rate: int) -> int:
+    """Samples per 100 ms sub-block of :class:`LoudnessMeter`: its blocks start on this grid."""
+    return round(rate / 10)
+
+
 class LoudnessMeter:
     """Gated integrated loudness (BS.1770-4) of a stream, in constant memory.
 
@@ -76,7 +81,7 @@ class LoudnessMeter:
         self._sos = k_weighting(rate)
         self._state = np.zeros((len(self._sos), channels, 2))
         self._weights = channel_weights(channels)[:, None]
-        self._step = round(rate / 10)
+        self._step = subblock_samples(rate)
         self._partial = 0.0
         self._partial_len = 0
         self._subblocks: list[float] = []
@@ -109,6 +114,21 @@ class LoudnessMeter:
         index = min(int((loudness - _ABSOLUTE_GATE) / _HIST_STEP), _HIST_BINS - 1)
         self._counts[index] += 1
         self._energies[index] += mean_square
+
+    def forget_blocks(self) -> None:
+        """Drop the blocks counted so far, keeping the filter and the open sub-blocks.
+
+        A meter started early on a part of a stream (to settle its filter and whatever ran
+        before it) calls this where its part begins; the blocks it counts from then on are
+        those ending after that point, and :meth:`add` joins them to the part before's.
+        """
+        self._counts[:] = 0.0
+        self._energies[:] = 0.0
+
+    def add(self, other: LoudnessMeter) -> None:
+        """Count ``other``'s blocks too: the meter of the stream's next part."""
+        self._counts += other._counts
+        self._energies += other._energies
 
     def integrated(self) -> float:
         """Integrated loudness in LUFS; -70 (FFmpeg's figure) when nothing passes the gates."""
