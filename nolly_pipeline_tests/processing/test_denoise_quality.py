@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 
+from nolly_pipeline.processing.settings import AudioCleanSettings
 from nolly_pipeline_tests.processing import speech_quality as q
 
 pytest.importorskip("pystoi")
@@ -22,12 +23,16 @@ PEERS = ("afftdn", "noisereduce", "NSNet2")
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> q.Results:
+def clips(tmp_path_factory) -> list[q.Clip]:
     if shutil.which("espeak-ng") is None:
         if os.environ.get("CI"):
             pytest.fail("espeak-ng is required under CI (apt-get install -y espeak-ng)")
         pytest.skip("espeak-ng not installed")
-    clips = q.corpus(10, 1, tmp_path_factory.mktemp("quality"))
+    return q.corpus(10, 1, tmp_path_factory.mktemp("quality"))
+
+
+@pytest.fixture(scope="module")
+def results(clips) -> q.Results:
     methods = {"ours": q.ours({}), "afftdn": q.peer_afftdn, "noisereduce": q.peer_noisereduce,
                "NSNet2": q.NSNet2Peer(48_000)}
     peers_on = [c for c in clips if c.snr == 5.0]
@@ -61,6 +66,20 @@ def test_default_denoiser_keeps_dialogue_intelligible(results):
     drops = {key: results.cell("none", *key, "stoi") - results.cell("ours", *key, "stoi")
              for key in results.scores["ours"]}
     assert len(drops) == len(q.NOISES) * len(q.SNRS)
+    assert max(drops.values()) <= 0.03, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: at the real default loudness (-16 LUFS under -1.5 dBTP, issue 3's defaults) the "
+    "true-peak limiter takes ~5 dB off every syllable of espeak-ng's speech and costs STOI by "
+    "itself (0.080 with denoise off); measured 0.071 under the crowd at 10 dB "
+    "(docs/benchmarks.md, 'the STOI floor at the real defaults')"))
+def test_a_job_at_the_real_defaults_keeps_dialogue_intelligible(clips):
+    """The floor above, for the whole job at its default loudness target, not the denoiser alone."""
+    default = q.evaluate(clips, {"ours": q.ours({"loudness_lufs": AudioCleanSettings().loudness_lufs})},
+                         dnsmos=lambda method, clip: False)
+    drops = {key: default.cell("none", *key, "stoi") - default.cell("ours", *key, "stoi")
+             for key in default.scores["ours"]}
     assert max(drops.values()) <= 0.03, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
 
 
