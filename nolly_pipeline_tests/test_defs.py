@@ -135,11 +135,15 @@ def validate_code_location(home: Path, **env: str) -> subprocess.CompletedProces
     )
 
 
+def backend_lines(output: str) -> list[str]:
+    """The messages of the start-up log naming each type's backend (logger ``...nolly_pipeline``)."""
+    return [line.rsplit(" - ", 1)[-1] for line in output.splitlines() if ".nolly_pipeline - " in line]
+
+
 def test_start_up_logs_each_types_backend_once(clean_env: Path) -> None:
     result = validate_code_location(clean_env, REPLICATE_API_TOKEN="x")
     assert result.returncode == 0, result.stdout
-    lines = [line.rsplit(" - ", 1)[-1] for line in result.stdout.splitlines() if ".nolly_pipeline - " in line]
-    assert lines == [
+    assert backend_lines(result.stdout) == [
         f"roto: replicate ({JOB_TYPES['roto'].replicate_default.ref})",
         "color-grade: local",
         f"audio-clean: replicate ({JOB_TYPES['audio-clean'].replicate_default.ref})",
@@ -166,7 +170,7 @@ def test_make_run_shows_each_types_backend_at_start_up(clean_env: Path) -> None:
         deadline = time.monotonic() + 90
         while len(lines) < 3 and dev.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            lines = [line.rsplit(" - ", 1)[-1] for line in log.read_text().splitlines() if ".nolly_pipeline - " in line]
+            lines = backend_lines(log.read_text())
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         try:
