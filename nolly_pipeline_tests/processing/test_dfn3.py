@@ -8,11 +8,13 @@ happens to deliver do not change the result, and ``strength`` does what the sett
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from nolly_pipeline.processing.denoise import Denoiser
+from nolly_pipeline.processing import dfn3
 from nolly_pipeline.processing.dfn3 import DFN3, post_filter
 from nolly_pipeline.processing.models import denoise_model_path, fetch_denoise_model
 from nolly_pipeline_tests.processing.reference import mix_at_snr
@@ -44,7 +46,8 @@ def _db(signal: np.ndarray) -> float:
 
 
 def test_output_lines_up_with_the_input_and_keeps_its_length(model_dir, speech_48k):
-    """The latency (lookahead, speech-limit hang, overlap-add: 2880 samples) is removed."""
+    """The latency (a chunk the model runs ahead, lookahead, speech-limit hang, overlap-add:
+    4 s + 2880 samples) is removed."""
     noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)
     cleaned = _denoise(model_dir, noisy[None, :])[0]
     assert len(cleaned) == len(noisy)
@@ -53,7 +56,7 @@ def test_output_lines_up_with_the_input_and_keeps_its_length(model_dir, speech_4
     reference = speech_48k[core]
     scores = [np.dot(reference, cleaned[4000 + lag : len(speech_48k) - 4000 + lag]) for lag in lags]
     assert lags[int(np.argmax(scores))] == 0
-    assert DFN3.latency == 2880
+    assert DFN3.latency == 192_000 + 2880
 
 
 def test_block_size_does_not_change_the_output(model_dir, speech_48k):
@@ -64,6 +67,18 @@ def test_block_size_does_not_change_the_output(model_dir, speech_48k):
     whole = _denoise(model_dir, noisy, block=noisy.shape[1])
     np.testing.assert_allclose(small, whole, atol=1e-9)
     np.testing.assert_allclose(odd, whole, atol=1e-9)
+
+
+def test_two_chunks_at_once_give_the_samples_of_one_after_the_other(model_dir, speech_48k, monkeypatch):
+    """The model runs the next chunk while the last one is finished; each chunk starts from
+    its own context, so running them one at a time changes nothing."""
+    noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)[None, :]
+    noisy = np.concatenate([noisy] * 3, axis=1)  # several chunks
+    at_once = _denoise(model_dir, noisy)
+    with ThreadPoolExecutor(1) as one:
+        monkeypatch.setattr(dfn3, "_model_pool", lambda: one)
+        one_by_one = _denoise(model_dir, noisy)
+    np.testing.assert_array_equal(at_once, one_by_one)
 
 
 def test_silence_stays_silent(model_dir):
@@ -94,8 +109,8 @@ def _denoised_level_db(model_dir) -> float:
 
 
 def test_a_forked_worker_denoises_after_its_parent_did(model_dir):
-    """Run workers are forked: the parent's deep-filter decoder threads do not exist in the
-    child, which must start its own rather than wait on them forever."""
+    """Run workers are forked: the parent's model threads do not exist in the child, which
+    must start its own rather than wait on them forever."""
     parent = _denoised_level_db(model_dir)
     with multiprocessing.get_context("fork").Pool(1) as pool:
         child = pool.apply_async(_denoised_level_db, (model_dir,)).get(timeout=120)
