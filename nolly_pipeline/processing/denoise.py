@@ -209,8 +209,18 @@ class Denoiser:
         return self._submit(np.concatenate([self._pending, chunk], axis=1))
 
     def flush(self) -> np.ndarray:
-        """Push zeros through so the last real samples (held as latency) come out."""
+        """Push zeros through so the last real samples (held as latency) come out.
+
+        DeepFilterNet3 ends the stream itself (``DFN3.drain``): its frame is a whole batch
+        of chunks, which padding would fill with zeros for the model to run on.
+        """
         owed = self._samples_in - self._samples_out
+        if isinstance(self._channels[0], DFN3):
+            done = self._collect()
+            self._in_flight = [worker.submit(den.drain, self._pending[c]) for c, (worker, den)
+                               in enumerate(zip(self._workers, self._channels))]
+            self._pending = self._pending[:, :0]
+            return np.concatenate([done, self._collect()], axis=1)[:, :owed]
         pad = np.zeros((len(self._channels), self._latency + self._frame))
         out = np.concatenate([self._submit(np.concatenate([self._pending, pad], axis=1)),
                               self._collect()], axis=1)

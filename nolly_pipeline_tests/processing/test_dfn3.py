@@ -46,8 +46,8 @@ def _db(signal: np.ndarray) -> float:
 
 
 def test_output_lines_up_with_the_input_and_keeps_its_length(model_dir, speech_48k):
-    """The latency (a chunk the model runs ahead, lookahead, speech-limit hang, overlap-add:
-    4 s + 2880 samples) is removed."""
+    """The latency (a batch of two chunks the model runs ahead, lookahead, speech-limit hang,
+    overlap-add: 8 s + 2880 samples) is removed."""
     noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)
     cleaned = _denoise(model_dir, noisy[None, :])[0]
     assert len(cleaned) == len(noisy)
@@ -56,7 +56,7 @@ def test_output_lines_up_with_the_input_and_keeps_its_length(model_dir, speech_4
     reference = speech_48k[core]
     scores = [np.dot(reference, cleaned[4000 + lag : len(speech_48k) - 4000 + lag]) for lag in lags]
     assert lags[int(np.argmax(scores))] == 0
-    assert DFN3.latency == 192_000 + 2880
+    assert DFN3.latency == 384_000 + 2880
 
 
 def test_block_size_does_not_change_the_output(model_dir, speech_48k):
