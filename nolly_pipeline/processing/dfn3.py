@@ -90,9 +90,9 @@ class DFN3:
     Spectrum frame t is enhanced once the model has seen frame t + 2 (its lookahead);
     it is final once the speech limit has seen t + ``_hang``; one hop of overlap-add
     follows; and the output runs a batch behind the model. Where the dialogue is talking,
-    attenuation is limited to ``speech_attenuation_db`` per bin (see :meth:`_limit_in_speech`). ``strength`` (0-1)
-    then scales what the model did in dB (and its phase change in proportion): 1 applies
-    it all, 0 returns the input.
+    attenuation is limited to ``speech_attenuation_db`` per bin (see
+    :meth:`_limit_in_speech`). ``strength`` (0-1) then scales what the model did in dB (and
+    its phase change in proportion): 1 applies it all, 0 returns the input.
     """
 
     hop = HOP
