@@ -2,9 +2,9 @@
 
 Pass 1 streams the decoded audio (resampled to 48 kHz, the denoisers' native rate, when
 denoising) through the denoiser and a high-pass, back to the source rate, and into a raw
-float scratch file, metering BS.1770 loudness and true peak on the way. Pass 2 streams that
-file through one gain (target minus measured loudness) and a look-ahead true-peak limiter,
-then encodes. Measuring first is what lets a plain gain hit the ±1 LU target; the limiter
+float scratch file, metering BS.1770 loudness and every sample's true peak on the way (kept
+on disk for the limiters, ``peak_track.py``). Pass 2 streams that file through one gain
+(target minus measured loudness) and a look-ahead true-peak limiter, then encodes. Measuring first is what lets a plain gain hit the ±1 LU target; the limiter
 is what keeps the ceiling without loudnorm's dynamic mode (which misses the target by
 several LU). When the limiter alone cannot reach the target (peaks too far above the
 loudness, as when RNNoise leaves only the onsets of non-speech sounds), a soft clipper goes
@@ -62,13 +62,16 @@ from nolly_pipeline.processing.media import (
 )
 from nolly_pipeline.processing.settings import AudioCleanSettings
 from nolly_pipeline.processing.muxer import EncodeMuxer
+from nolly_pipeline.processing.peak_track import PeakTrack
 
 # Bump when a change alters what this processor outputs for the same input and settings:
 # finished jobs made by an older version then stop being reused for new ones (reuse.py).
 # 2: NSNet2 became the default denoiser.
 # 3: DeepFilterNet3 (dfn3) passes its ERB gains through DeepFilterNet's post-filter (its
 #    limit in the bins where the dialogue dominates came before, without a bump).
-PROCESSING_VERSION = "audio-clean/3"
+# 4: the limiter reads pass 1's true peaks (peak_track.py), rounded up: at most 0.01 dB more
+#    limiting on a peak.
+PROCESSING_VERSION = "audio-clean/4"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
@@ -129,8 +132,9 @@ def audio_clean(
     dst = out_dir / f"{src.stem}_clean{suffix}"
     ticker = ProgressTicker(progress, 2 * max(int(info.duration * 1000), 1))
 
-    with tempfile.TemporaryFile(prefix="nolly-audio-") as scratch:
-        measured = _pass1(src, scratch, settings, info, ticker, model_path)
+    with (tempfile.TemporaryFile(prefix="nolly-audio-") as scratch,
+          tempfile.TemporaryFile(prefix="nolly-peaks-") as peaks):
+        measured = _pass1(src, scratch, peaks, settings, info, ticker, model_path)
         output_lufs, output_peak, clipped = _normalise(src, scratch, dst, settings, info,
                                                        measured, ticker)
     ticker.finish()
@@ -153,12 +157,13 @@ def audio_clean(
 
 
 def _pass1(
-    src: Path, scratch: BinaryIO, settings: AudioCleanSettings, info: MediaInfo,
+    src: Path, scratch: BinaryIO, peaks_file: BinaryIO, settings: AudioCleanSettings, info: MediaInfo,
     ticker: ProgressTicker, model_path: Path | None,
 ) -> Measured:
     """Decode -> (48 kHz) -> denoise -> high-pass -> (source rate) -> meters -> raw float32.
 
-    The scratch file holds interleaved float32 at the output rate, ready for pass 2.
+    The scratch file holds interleaved float32 at the output rate, ready for pass 2;
+    ``peaks_file`` every sample's true peak (:class:`PeakTrack`), for its limiters.
     """
     with open_input(src) as inp:
         stream = inp.streams.audio[0]
@@ -171,14 +176,15 @@ def _pass1(
         denoiser = Denoiser(settings.denoise, channels, strength=settings.strength,
                             model_path=model_path) if settings.denoise != "off" else None
         highpass = Highpass(settings.highpass_hz, work_rate, channels) if settings.highpass_hz > 0 else None
-        loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+        loudness, peaks = LoudnessMeter(rate, channels), PeakTrack(peaks_file, channels)
 
         def store(block: np.ndarray) -> None:
             if block.size == 0:
                 return
             loudness.update(block)
-            peak.update(block)
-            scratch.write(np.ascontiguousarray(block.T, dtype="<f4").tobytes())
+            samples = block.astype("<f4")  # as pass 2 reads them back
+            peaks.write(samples)
+            scratch.write(np.ascontiguousarray(samples.T).tobytes())
 
         def emit(block: np.ndarray) -> None:
             if block.shape[1] == 0:
@@ -199,7 +205,7 @@ def _pass1(
             store(back(None))
     if decoded.start is None:
         raise InputError(f"could not decode {src.name}: no decodable audio")
-    return Measured(loudness.integrated(), peak.peak_db(), decoded.start, channels)
+    return Measured(loudness.integrated(), peaks.finish(), decoded.start, channels, peaks)
 
 
 def _output_rate(info: MediaInfo) -> int:
@@ -363,7 +369,7 @@ def _pass2(
         # The encoder (a third of lossy output's time) runs beside the limiter.
         with EncodeMuxer(out, a_out, ticker) as muxer:
             for block in limited(blocks, plan.gain_db, ceiling_db, rate, channels,
-                                 plan.clip_db, lowered):
+                                 plan.clip_db, lowered, peaks=measured.peaks):
                 if block.shape[1] == 0:
                     continue
                 loudness.update(block)

@@ -25,6 +25,7 @@ from nolly_pipeline.processing.loudness import (
     soft_clip,
     subblock_samples,
 )
+from nolly_pipeline.processing.peak_track import PeakTrack
 
 # Aim this far under the true-peak limit: meters differ slightly, PCM rounds to 16 bits.
 PEAK_SAFETY_DB = 0.1
@@ -65,6 +66,7 @@ class Measured:
     true_peak_db: float
     start: float  # seconds: the audio's start time, kept to preserve A/V offset
     channels: int
+    peaks: PeakTrack | None = None  # every sample's true peak, for the limiters that follow
 
     @property
     def normalisable(self) -> bool:
@@ -132,7 +134,8 @@ def solve_gain(scratch: BinaryIO, measured: Measured, rate: int, target: float,
         return max(ceiling_db, measured.true_peak_db + gain_db - _MAX_CLIP_DRIVE_DB)
 
     def dry_run(gain_db: float, clip_db: float | None) -> float:
-        return dry_run_loudness(scratch, measured.channels, rate, gain_db, ceiling_db, clip_db, lowered)
+        return dry_run_loudness(scratch, measured.channels, rate, gain_db, ceiling_db, clip_db, lowered,
+                                measured.peaks)
 
     # Never more limiting than this on the loudest peak: past it the limiter only pumps the
     # noise floor up (a run of noise bursts once asked for 45 dB).
@@ -186,7 +189,8 @@ def _search_gain(loudness_at: Callable[[float], float], gain: float, target: flo
 
 
 def dry_run_loudness(scratch: BinaryIO, channels: int, rate: int, gain_db: float, ceiling_db: float,
-                     clip_db: float | None, lowered: np.ndarray | None) -> float:
+                     clip_db: float | None, lowered: np.ndarray | None,
+                     peaks: PeakTrack | None = None) -> float:
     """Integrated loudness of the scratch through :func:`limited`: what pass 2 would send.
 
     Long audio is metered as two halves at once (see ``_SPLIT_FROM_S``), cut on the meter's
@@ -198,7 +202,7 @@ def dry_run_loudness(scratch: BinaryIO, channels: int, rate: int, gain_db: float
 
     def part(index: int) -> LoudnessMeter:
         return _part_meter(scratch, channels, rate, cuts[index], cuts[index + 1], total, gain_db,
-                           ceiling_db, clip_db, lowered)
+                           ceiling_db, clip_db, lowered, peaks)
 
     if len(cuts) == 2:
         return part(0).integrated()
@@ -211,7 +215,7 @@ def dry_run_loudness(scratch: BinaryIO, channels: int, rate: int, gain_db: float
 
 def _part_meter(scratch: BinaryIO, channels: int, rate: int, start: int, stop: int, total: int,
                 gain_db: float, ceiling_db: float, clip_db: float | None,
-                lowered: np.ndarray | None) -> LoudnessMeter:
+                lowered: np.ndarray | None, peaks: PeakTrack | None) -> LoudnessMeter:
     """A meter of output samples ``start``..``stop``, its limiter and meter warmed up on the
     audio before ``start`` (whose blocks it then forgets) and reading on past ``stop``."""
     step = subblock_samples(rate)
@@ -220,7 +224,7 @@ def _part_meter(scratch: BinaryIO, channels: int, rate: int, start: int, stop: i
     blocks = scratch_blocks(scratch, channels, int(BLOCK_SECONDS * rate), begin, end)
     meter = LoudnessMeter(rate, channels)
     position = begin
-    for block in limited(blocks, gain_db, ceiling_db, rate, channels, clip_db, lowered, begin):
+    for block in limited(blocks, gain_db, ceiling_db, rate, channels, clip_db, lowered, begin, peaks):
         if position < start < position + block.shape[1]:
             meter.update(block[:, : start - position])
             block, position = block[:, start - position :], start
@@ -236,28 +240,35 @@ def _part_meter(scratch: BinaryIO, channels: int, rate: int, start: int, stop: i
 
 def limited(blocks: Iterator[np.ndarray], gain_db: float, ceiling_db: float, rate: int,
             channels: int, clip_db: float | None,
-            lowered: np.ndarray | None, start: int = 0) -> Iterator[np.ndarray]:
+            lowered: np.ndarray | None, start: int = 0,
+            peaks: PeakTrack | None = None) -> Iterator[np.ndarray]:
     """Apply the gain, the soft clipper (if given its ceiling), then the true-peak limiter.
 
     ``lowered`` (dB per ``_CEILING_WINDOW_S`` window) brings the limiter's ceiling down
     where an earlier encode overshot. The limiter's latency is trimmed, so output sample
     *n* lines up with input sample *n*; ``blocks`` begin at sample ``start`` of the stream.
+    ``peaks``, the stream's true peaks from pass 1, spare the limiter its oversampling
+    where no soft clipper reshapes them.
     """
     gain = 10 ** (gain_db / 20)
     limiter = TruePeakLimiter(rate, channels, ceiling_db)
     to_skip = limiter.latency
     window = ceiling_window(rate)
     local = lowered is not None and bool(lowered.any())
+    stored = peaks if clip_db is None else None
     position = start
 
     def limit(block: np.ndarray) -> np.ndarray:
         nonlocal position
-        if not local:
-            return limiter(block)
         # The limiter judges the peak of input sample n - PEAK_DELAY as it takes sample n.
-        samples = position + np.arange(block.shape[1]) - PEAK_DELAY
-        position += block.shape[1]
-        return limiter(block, lowered[np.clip(samples // window, 0, len(lowered) - 1)])
+        count = block.shape[1]
+        found = None if stored is None else gain * stored.read(position, count)
+        ceilings = None
+        if local:
+            samples = position + np.arange(count) - PEAK_DELAY
+            ceilings = lowered[np.clip(samples // window, 0, len(lowered) - 1)]
+        position += count
+        return limiter(block, ceilings, found)
 
     for block in blocks:
         block = block * gain

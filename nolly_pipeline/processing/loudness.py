@@ -167,7 +167,7 @@ def _window_max(values: np.ndarray, size: int, count: int) -> np.ndarray:
     return maximum_filter1d(values, size, mode="nearest")[half : half + count]
 
 
-class _Oversampler:
+class Oversampler:
     """Per-sample true peak of a stream: max |x| over the 4 interpolated points per sample.
 
     Output *i* of a block belongs to input sample ``i - PEAK_DELAY`` (the filter's delay);
@@ -180,6 +180,8 @@ class _Oversampler:
     with ``np.correlate`` costs less than gathering the candidates' spans (4x less with a
     fifth of the points candidates, measured here).
     """
+
+    reach = _HISTORY  # outputs past the last input sample that still depend on it
 
     def __init__(self, channels: int) -> None:
         self._history = np.zeros((channels, _HISTORY))
@@ -204,7 +206,7 @@ class TruePeakMeter:
     """Running true peak (dBTP) of a stream."""
 
     def __init__(self, channels: int) -> None:
-        self._oversampler = _Oversampler(channels)
+        self._oversampler = Oversampler(channels)
         self._channels = channels
         self._peak = 0.0
 
@@ -239,18 +241,24 @@ class TruePeakLimiter:
         self._ceiling_linear = 10 ** (ceiling_db / 20)
         self._window = max(round(lookahead_s * rate), 1)
         self._release = 20 * math.log10(math.e) / (release_s * rate)  # dB per sample
-        self._oversampler = _Oversampler(channels)
+        self._oversampler = Oversampler(channels)
         self.latency = self._window - 1 + PEAK_DELAY
         self._held = np.zeros(self._window - 1)  # needed attenuation awaiting the window
         self._released = 0.0
         self._smoothing = np.zeros(self._window - 1)
         self._signal = np.zeros((channels, self.latency))
 
-    def __call__(self, block: np.ndarray, lowered_db: np.ndarray | None = None) -> np.ndarray:
-        """Limit ``block``; ``lowered_db`` (per sample, >= 0) brings the ceiling down locally."""
+    def __call__(self, block: np.ndarray, lowered_db: np.ndarray | None = None,
+                 peaks: np.ndarray | None = None) -> np.ndarray:
+        """Limit ``block``; ``lowered_db`` (per sample, >= 0) brings the ceiling down locally.
+
+        ``peaks``, if given, are the block's true peaks as the oversampler would find them
+        (``peak_track.PeakTrack``), which spares the oversampling.
+        """
         ceiling = self._ceiling if lowered_db is None else self._ceiling - lowered_db
         threshold = self._ceiling_linear if lowered_db is None else 10 ** (np.min(ceiling) / 20)
-        peaks = self._oversampler(block, threshold)
+        if peaks is None:
+            peaks = self._oversampler(block, threshold)
         gain = 10 ** (-self._attenuation(peaks, threshold, ceiling) / 20)
         signal = np.concatenate([self._signal, block], axis=1)
         self._signal = signal[:, block.shape[1] :]
@@ -317,7 +325,7 @@ class WindowPeaks:
     """
 
     def __init__(self, channels: int, window: int, threshold_db: float) -> None:
-        self._oversampler = _Oversampler(channels)
+        self._oversampler = Oversampler(channels)
         self._channels = channels
         self._window = window
         self._threshold = 10 ** (threshold_db / 20)

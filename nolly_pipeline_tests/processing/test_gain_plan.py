@@ -1,8 +1,9 @@
 """The pass-2 plan of audio clean-up: gain, soft clipper and true-peak limiter on the scratch.
 
 The loudness and true-peak outcomes of whole files are tested through ``audio_clean`` in
-``test_audio_clean.py``; here the per-window ceiling lossy re-encodes rely on, and the gain
-search's dry runs split in two.
+``test_audio_clean.py``; here the per-window ceiling lossy re-encodes rely on, the gain
+search's dry runs split in two, and the limiter reading pass 1's peaks instead of
+oversampling.
 """
 
 import tempfile
@@ -14,6 +15,7 @@ from nolly_pipeline.processing.audio_stream import scratch_blocks
 from nolly_pipeline.processing import gain_plan
 from nolly_pipeline.processing.gain_plan import dry_run_loudness, limited
 from nolly_pipeline.processing.loudness import TruePeakMeter
+from nolly_pipeline.processing.peak_track import PeakTrack
 
 
 @pytest.mark.parametrize("click", [5 * 960, 5 * 960 + 950, 5 * 960 + 959, 47_999])
@@ -55,3 +57,49 @@ def test_a_dry_run_in_two_halves_reads_what_one_pass_reads(monkeypatch, rate, ch
         monkeypatch.setattr(gain_plan, "_SPLIT_FROM_S", float("inf"))
         one = dry_run_loudness(scratch, channels, rate, 12.0, -1.0, clip_db, windows if lowered else None)
     assert halves == pytest.approx(one, abs=1e-9)
+
+
+def _bursts(rate: int, channels: int, seconds: float = 20.3) -> np.ndarray:
+    """A quiet bed with bursts up to 30 dB over it, as float32 (what the scratch holds)."""
+    rng = np.random.default_rng(7)
+    n = int(seconds * rate)
+    signal = 0.01 * rng.standard_normal((channels, n))
+    for at in rng.integers(0, n - rate // 10, 40):
+        signal[:, at : at + rate // 20] *= 30 * rng.random()
+    return signal.astype("<f4")
+
+
+@pytest.mark.parametrize("lowered", [False, True])
+def test_the_limiter_on_stored_peaks_keeps_the_ceiling_and_the_loudness(lowered):
+    """Pass 1's peaks (rounded up, at most 0.01 dB over) in place of the oversampling: the
+    output's true peak is no higher (the limiter's gain moving within an interpolation span
+    leaves both a few thousandths of a dB over the ceiling), the output differs by at most
+    0.01 dB of gain, and a dry run (in two halves, at once) reads the same loudness within
+    0.005 LU."""
+    rate, channels = 48_000, 2
+    signal = _bursts(rate, channels)
+    windows = np.zeros(int(20.3 / 0.02) + 1)
+    if lowered:
+        windows[np.random.default_rng(1).integers(0, len(windows), 30)] = 4.0
+    ceilings = windows if lowered else None
+    with tempfile.TemporaryFile() as scratch, tempfile.TemporaryFile() as file:
+        scratch.write(np.ascontiguousarray(signal.T).tobytes())
+        track = PeakTrack(file, channels)
+        for start in range(0, signal.shape[1], 12_000):
+            track.write(signal[:, start : start + 12_000])
+        track.finish()
+        outputs = [np.concatenate(list(limited(scratch_blocks(scratch, channels, 12_000), 12.0, -1.0, rate,
+                                               channels, None, ceilings, peaks=peaks)), axis=1)
+                   for peaks in (None, track)]
+        loudness = [dry_run_loudness(scratch, channels, rate, 12.0, -1.0, None, ceilings, peaks)
+                    for peaks in (None, track)]
+    oversampled, stored = outputs
+    peaks = []
+    for output in outputs:
+        meter = TruePeakMeter(channels)
+        meter.update(output)
+        peaks.append(meter.peak_db())
+    assert peaks[1] <= max(peaks[0], -1.0)
+    louder = np.abs(oversampled) > 1e-3
+    assert np.all(np.abs(20 * np.log10(np.abs(stored[louder]) / np.abs(oversampled[louder]))) <= 0.01)
+    assert loudness[1] == pytest.approx(loudness[0], abs=0.005)
