@@ -120,7 +120,7 @@ def main() -> None:
         clips = q.corpus(CLIP_SECONDS, CLIPS_PER_CELL, tmp)
         results = _run(clips)
         speed, speed_seconds, afftdn_seconds = _speed(tmp)
-        rss_short, rss_long = _rss_child(20, tmp), _rss_child(120, tmp)
+        rss_short, rss_long, rss_longer = (_rss_child(seconds, tmp) for seconds in (20, 120, 600))
     ours = "ours (default: dfn3)"
     best_peer = max(PEERS, key=lambda m: results.mean(m, "dnsmos"))
     ratio = results.mean(ours, "dnsmos") / results.mean(best_peer, "dnsmos")
@@ -139,8 +139,9 @@ def main() -> None:
         f"{speed:.1f}x real time (goal >= 20x; shared 2-core machine, noisy; FFmpeg afftdn on the same "
         f"file {afftdn_seconds:.2f} s, ours {speed_seconds / afftdn_seconds:.1f}x its time). Over the corpus: "
         f"{results.audio_seconds / results.seconds[ours]:.1f}x (short files, per-file start-up included).\n"
-        f"- Memory: peak RSS 20 s vs 120 s input {rss_short / 1024:.0f} MiB vs {rss_long / 1024:.0f} MiB "
-        f"(ratio {rss_long / rss_short:.2f}).\n")
+        f"- Memory: peak RSS of 20 s, 120 s and 600 s of input {rss_short / 1024:.0f}, {rss_long / 1024:.0f} and "
+        f"{rss_longer / 1024:.0f} MiB (ratios 120/20 s {rss_long / rss_short:.2f}, 600/120 s "
+        f"{rss_longer / rss_long:.2f}; the model pool holds two batches at once from the third, 16 s in).\n")
     text = (
         "## Dialogue denoising quality (`benchmarks/audio_quality.py`)\n\n"
         f"{len(clips)} clips of {CLIP_SECONDS} s (6 noises x 0/5/10 dB SNR x {CLIPS_PER_CELL} "
