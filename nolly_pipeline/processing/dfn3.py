@@ -28,6 +28,7 @@ import functools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -209,8 +210,8 @@ class DFN3:
         spans = [(max(start - self._context, 0), start, min(start + self._chunk, len(history_erb)))
                  for start in range(offset, len(history_erb), self._chunk)]
         while spans:
-            size = spans[0][2] - spans[0][0]
-            batch = [span for span in spans[: self._batch] if span[2] - span[0] == size]
+            size = spans[0][2] - spans[0][0]  # the first chunk has no context, the last may be short
+            batch = list(takewhile(lambda span: span[2] - span[0] == size, spans[: self._batch]))
             spans = spans[len(batch) :]
             run = _model_pool().submit(self._run_model,
                                        np.stack([history_erb[begin:end] for begin, _, end in batch]),

@@ -81,6 +81,20 @@ def test_two_chunks_at_once_give_the_samples_of_one_after_the_other(model_dir, s
     np.testing.assert_array_equal(at_once, one_by_one)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_batch_size_does_not_change_the_output(model_dir, speech_48k, monkeypatch, batch):
+    """Chunks of other lengths (the first has no context, the last is short) never join a
+    batch, and a batch gives each chunk what it gets alone."""
+    noisy = mix_at_snr(speech_48k, _noise(len(speech_48k) / 48_000)[0], 5.0)[None, :]
+    noisy = np.concatenate([noisy] * 3, axis=1)
+    default = _denoise(model_dir, noisy)
+    frame = DFN3.hop * DFN3._chunk * batch
+    monkeypatch.setattr(DFN3, "_batch", batch)
+    monkeypatch.setattr(DFN3, "frame", frame)
+    monkeypatch.setattr(DFN3, "latency", frame + DFN3._held)
+    np.testing.assert_array_equal(_denoise(model_dir, noisy), default)
+
+
 def test_silence_stays_silent(model_dir):
     assert np.max(np.abs(_denoise(model_dir, np.zeros((1, 48_000 * 5))))) == 0.0
 
