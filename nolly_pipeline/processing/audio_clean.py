@@ -4,13 +4,13 @@ Pass 1 streams the decoded audio (resampled to 48 kHz, the denoisers' native rat
 denoising) through the denoiser and a high-pass, back to the source rate, and into a raw
 float scratch file, metering BS.1770 loudness and every sample's true peak on the way (kept
 on disk for the limiters, ``peak_track.py``). Pass 2 streams that file through one gain
-(target minus measured loudness) and a look-ahead true-peak limiter, then encodes. Measuring first is what lets a plain gain hit the ±1 LU target; the limiter
-is what keeps the ceiling without loudnorm's dynamic mode (which misses the target by
-several LU). When the limiter alone cannot reach the target (peaks too far above the
-loudness, as when RNNoise leaves only the onsets of non-speech sounds), a soft clipper goes
-in front of it. Lossy encoders add overshoot, so their output is decoded and re-measured,
-and pass 2 repeats with a corrected gain and ceiling if it missed. Nothing holds more than
-a block of samples in memory.
+(target minus measured loudness) and a look-ahead true-peak limiter, then encodes. Measuring
+first is what lets a plain gain hit the ±1 LU target; the limiter is what keeps the ceiling
+without loudnorm's dynamic mode (which misses the target by several LU). When the limiter
+alone cannot reach the target (peaks too far above the loudness, as when RNNoise leaves only
+the onsets of non-speech sounds), a soft clipper goes in front of it. Lossy encoders add
+overshoot, so their output is decoded and re-measured, and pass 2 repeats with a corrected
+gain and ceiling if it missed. Nothing holds more than a block of samples in memory.
 
 Video inputs keep their video packets untouched; only the audio is re-encoded.
 """

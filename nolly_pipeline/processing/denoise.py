@@ -10,6 +10,7 @@ attenuation in dB: lower it when the result sounds processed.
 from __future__ import annotations
 
 import ctypes
+import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -170,6 +171,13 @@ class _Spectral:
         return out
 
 
+def _drain_by_padding(denoiser: _RNNoise | _Spectral | NSNet2, tail: np.ndarray) -> np.ndarray:
+    """The last input (shorter than a frame), then zeros in whole frames until all that the
+    denoiser holds back has come out: ``len(tail) + latency`` samples."""
+    data = np.concatenate([tail, np.zeros(denoiser.latency + denoiser.frame)])
+    return denoiser(data[: len(data) - len(data) % denoiser.frame])[: len(tail) + denoiser.latency]
+
+
 class Denoiser:
     """Feeds any chunk size to per-channel frame denoisers and removes their latency.
 
@@ -190,6 +198,10 @@ class Denoiser:
             return _RNNoise(strength) if kind == "rnnoise" else _Spectral(strength)
 
         self._channels = [factory() for _ in range(channels)]
+        # How each channel ends its stream: DeepFilterNet3 runs a short last chunk
+        # (``DFN3.drain``); the others take zeros in whole frames.
+        self._drains = [den.drain if isinstance(den, DFN3) else functools.partial(_drain_by_padding, den)
+                        for den in self._channels]
         self._workers = [ThreadPoolExecutor(1) for _ in range(channels)]
         self._frame = self._channels[0].frame
         self._latency = self._channels[0].latency
@@ -209,22 +221,13 @@ class Denoiser:
         return self._submit(np.concatenate([self._pending, chunk], axis=1))
 
     def flush(self) -> np.ndarray:
-        """Push zeros through so the last real samples (held as latency) come out.
-
-        DeepFilterNet3 ends the stream itself (``DFN3.drain``): its frame is a whole batch
-        of chunks, which padding would fill with zeros for the model to run on.
-        """
+        """The input still pending, then all that the denoisers hold back as latency."""
         owed = self._samples_in - self._samples_out
-        if isinstance(self._channels[0], DFN3):
-            done = self._collect()
-            self._in_flight = [worker.submit(den.drain, self._pending[c]) for c, (worker, den)
-                               in enumerate(zip(self._workers, self._channels))]
-            self._pending = self._pending[:, :0]
-            return np.concatenate([done, self._collect()], axis=1)[:, :owed]
-        pad = np.zeros((len(self._channels), self._latency + self._frame))
-        out = np.concatenate([self._submit(np.concatenate([self._pending, pad], axis=1)),
-                              self._collect()], axis=1)
-        return out[:, :owed]
+        done = self._collect()
+        self._in_flight = [worker.submit(drain, self._pending[c])
+                           for c, (worker, drain) in enumerate(zip(self._workers, self._drains))]
+        self._pending = self._pending[:, :0]
+        return np.concatenate([done, self._collect()], axis=1)[:, :owed]
 
     def _submit(self, data: np.ndarray) -> np.ndarray:
         usable = data.shape[1] - data.shape[1] % self._frame
