@@ -71,7 +71,8 @@ from nolly_pipeline.processing.peak_track import PeakTrack
 #    limit in the bins where the dialogue dominates came before, without a bump).
 # 4: the limiter reads pass 1's true peaks (peak_track.py), rounded up: at most 0.01 dB more
 #    limiting on a peak.
-PROCESSING_VERSION = "audio-clean/4"
+# 5: the limiter's look-ahead and release went from 5 ms / 100 ms to 2 ms / 10 ms.
+PROCESSING_VERSION = "audio-clean/5"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
 _LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}

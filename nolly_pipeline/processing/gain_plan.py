@@ -52,7 +52,7 @@ _MAX_LIMITING_DB = 20.0  # most gain reduction asked of the limiter on the loude
 # at once where one after the other took 0.52 s. The second half starts _WARM_UP_S early
 # and the first reads _OVERLAP_S past its end, so each limiter and meter sees what it would
 # in one run: the limiter's release forgets its deepest cut (20 dB + the clipper's 6 dB, at
-# 87 dB/s) within 0.3 s, the meter's K-weighting within milliseconds.
+# 870 dB/s) within 0.03 s, the meter's K-weighting within milliseconds.
 _SPLIT_FROM_S = 8.0
 _WARM_UP_S = 1.0
 _OVERLAP_S = 0.05  # more than the limiter's look-ahead and the oversampler's delay

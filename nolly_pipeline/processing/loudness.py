@@ -232,11 +232,21 @@ class TruePeakLimiter:
     includes *n*, so the smoothed attenuation is never below what *n* needs: the ceiling
     holds exactly, with a click-free attack ramp and release.
 
+    The defaults are fast, 2 ms of look-ahead and 10 ms of release: shorter than a voice's
+    pitch period, so the gain dips on each glottal peak and recovers before the next one. It
+    shapes the waveform rather than the syllables' envelopes, which is what intelligibility
+    rests on. At -16 LUFS, where espeak-ng's dialogue needs ~5 dB off every syllable, the
+    loudness stage alone cost up to 0.080 of STOI with 5 ms / 100 ms and 0.028 with 1 ms /
+    2 ms; DNSMOS's signal score of the clean line through it did not move (3.21 either
+    way). The price is harmonic distortion on sustained low tones: 3 dB of limiting on a
+    100 Hz sine gives THD+N -32 dB (-113 dB with 100 ms); from 500 Hz up, the look-ahead
+    spans a period and there is none (docs/benchmarks.md).
+
     The output lags the input by :attr:`latency` samples; the caller trims them.
     """
 
     def __init__(self, rate: int, channels: int, ceiling_db: float,
-                 lookahead_s: float = 0.005, release_s: float = 0.1) -> None:
+                 lookahead_s: float = 0.002, release_s: float = 0.01) -> None:
         self._ceiling = ceiling_db
         self._ceiling_linear = 10 ** (ceiling_db / 20)
         self._window = max(round(lookahead_s * rate), 1)

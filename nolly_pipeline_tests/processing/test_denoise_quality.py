@@ -69,17 +69,31 @@ def test_default_denoiser_keeps_dialogue_intelligible(results):
     assert max(drops.values()) <= 0.03, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
 
 
+def _drops_at_the_real_defaults(clips, settings: dict) -> dict[tuple[str, float], float]:
+    """STOI drop per noise kind and SNR of a whole job at the default loudness (-16 LUFS)."""
+    job = q.evaluate(clips, {"ours": q.ours({"loudness_lufs": AudioCleanSettings().loudness_lufs, **settings})},
+                     dnsmos=lambda method, clip: False)
+    return {key: job.cell("none", *key, "stoi") - job.cell("ours", *key, "stoi") for key in job.scores["ours"]}
+
+
+def test_the_loudness_stage_alone_keeps_most_of_the_dialogue(clips):
+    """With ``denoise: off`` at -16 LUFS, the limiter takes ~5 dB off every syllable of this
+    speech. Its 2 ms look-ahead and 10 ms release dip the gain on each glottal peak, not over
+    each syllable: measured 0.041 (traffic, 5 dB), where 5 ms / 100 ms cost 0.080. A
+    regression guard: the issue's floor, 0.03, is the strict xfail below."""
+    drops = _drops_at_the_real_defaults(clips, {"denoise": "off"})
+    assert max(drops.values()) <= 0.045, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "known gap: at the real default loudness (-16 LUFS under -1.5 dBTP, issue 3's defaults) the "
-    "true-peak limiter takes ~5 dB off every syllable of espeak-ng's speech and costs STOI by "
-    "itself (0.080 with denoise off); measured 0.071 under the crowd at 10 dB "
-    "(docs/benchmarks.md, 'the STOI floor at the real defaults')"))
+    "true-peak limiter takes ~5 dB off every syllable of espeak-ng's speech; under the crowd at "
+    "10 dB its cost adds to the denoiser's 0.029: measured 0.054 (0.071 with the 5 ms / 100 ms "
+    "limiter). The benchmark corpus meets the floor at the real defaults: 0.019 "
+    "(docs/benchmarks.md)"))
 def test_a_job_at_the_real_defaults_keeps_dialogue_intelligible(clips):
     """The floor above, for the whole job at its default loudness target, not the denoiser alone."""
-    default = q.evaluate(clips, {"ours": q.ours({"loudness_lufs": AudioCleanSettings().loudness_lufs})},
-                         dnsmos=lambda method, clip: False)
-    drops = {key: default.cell("none", *key, "stoi") - default.cell("ours", *key, "stoi")
-             for key in default.scores["ours"]}
+    drops = _drops_at_the_real_defaults(clips, {})
     assert max(drops.values()) <= 0.03, {f"{n} {s:g} dB": round(d, 3) for (n, s), d in drops.items()}
 
 
