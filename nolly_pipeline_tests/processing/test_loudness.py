@@ -4,6 +4,7 @@ import pytest
 
 from nolly_pipeline.processing.loudness import (
     LoudnessMeter,
+    Oversampler,
     TruePeakLimiter,
     TruePeakMeter,
     WindowPeaks,
@@ -39,6 +40,23 @@ def test_silence_reads_as_minus_70():
     meter = LoudnessMeter(48_000, 1)
     meter.update(np.zeros((1, 48_000)))
     assert meter.integrated() == -70.0
+
+
+def test_oversampler_reads_the_same_peaks_on_every_point_or_on_the_few_that_can_reach_the_threshold():
+    """Under ``_DENSE_SHARE`` of a block's points can pass, only those are interpolated (one
+    span each); past it, every point, in one polyphase filter. The two agree, and the
+    filter's peak is the reference true peak."""
+    x = _signal(48_000)
+    dense, sparse = Oversampler(2), Oversampler(2)
+    peaks = []
+    for block in _in_blocks(x):
+        every, few = dense(block, 0.0), sparse(block, 0.5)  # the clap and little else
+        assert np.count_nonzero(few) < 0.05 * block.shape[1]
+        np.testing.assert_allclose(few[few > 0], every[few > 0], rtol=1e-12)
+        assert np.all(every[few == 0] <= 0.5)
+        peaks.append(every)
+    assert np.count_nonzero(np.concatenate(peaks) > 0.5) > 0
+    assert 20 * np.log10(np.concatenate(peaks).max()) == pytest.approx(true_peak_db(x), abs=0.01)
 
 
 def test_limiter_holds_ceiling_and_leaves_quiet_parts_alone():
