@@ -42,6 +42,7 @@ from nolly_pipeline.processing.audio_stream import (
     scratch_samples,
 )
 from nolly_pipeline.processing.gain_plan import (
+    LOSSY_AIM_LU,
     LOUDNESS_TOLERANCE_LU,
     PEAK_SAFETY_DB,
     GainPlan,
@@ -303,7 +304,7 @@ def _encode_lossy(
     for attempt, path in enumerate(attempts):
         if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
             ceiling = min(ceiling, limit - rise - PEAK_SAFETY_DB)  # last try: the peak first
-        plan = solve_gain(scratch, measured, rate, target, ceiling, lowered, plan)
+        plan = solve_gain(scratch, measured, rate, target, ceiling, lowered, plan, LOSSY_AIM_LU)
         sent_lufs, _ = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
         output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
         rise = max(rise, output_peak - ceiling)
