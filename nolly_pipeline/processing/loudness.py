@@ -250,11 +250,12 @@ class TruePeakLimiter:
     pitch period, so the gain dips on each glottal peak and recovers before the next one. It
     shapes the waveform rather than the syllables' envelopes, which is what intelligibility
     rests on. At -16 LUFS, where espeak-ng's dialogue needs ~5 dB off every syllable, the
-    loudness stage alone cost up to 0.080 of STOI with 5 ms / 100 ms and 0.028 with 1 ms /
-    2 ms; DNSMOS's signal score of the clean line through it did not move (3.21 either
-    way). The price is harmonic distortion on sustained low tones: 3 dB of limiting on a
-    100 Hz sine gives THD+N -32 dB (-113 dB with 100 ms); from 500 Hz up, the look-ahead
-    spans a period and there is none (docs/benchmarks.md).
+    loudness stage alone cost up to 0.080 of STOI with 5 ms / 100 ms, and costs 0.041 with
+    these defaults; DNSMOS's signal score of the clean line through it did not move (3.21
+    with 5 ms / 100 ms and with 2 ms / 5 ms). The price is harmonic distortion on sustained
+    low tones: 3 dB of limiting on a 100 Hz sine gives THD+N -32 dB (-113 dB with 100 ms);
+    from 500 Hz up, the look-ahead spans a period and there is none. Shorter still (1 ms /
+    2 ms: 0.028) distorts more for the same STOI on the benchmark (docs/benchmarks.md).
 
     The output lags the input by :attr:`latency` samples; the caller trims them.
     """

@@ -106,7 +106,7 @@ def test_the_limiter_on_stored_peaks_keeps_the_ceiling_and_the_loudness(lowered)
 
 
 @pytest.mark.parametrize("aim", [gain_plan.LOUDNESS_TOLERANCE_LU / 2, gain_plan.LOSSY_AIM_LU])
-def test_the_gain_search_lands_within_its_aim_under_heavy_limiting(aim):
+def test_the_gain_search_lands_within_its_aim_under_limiting(aim):
     """Lossy output asks for a closer aim (the codec's own shift comes on top of the miss):
     on syllables that need about 5 dB of limiting, the plan's miss is within it, and a dry
     run at the plan's gain reads it."""
