@@ -275,8 +275,9 @@ def _normalise(
     if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
         plan = solve_gain(scratch, measured, _output_rate(info), settings.loudness_lufs,
                           limit, None, None)
-        lufs, peak = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker)
-        return lufs, peak, plan.clip_db is not None
+        peak = TruePeakMeter(measured.channels)
+        lufs = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker, peak)
+        return lufs, peak.peak_db(), plan.clip_db is not None
     attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
     try:
         best = _encode_lossy(src, scratch, attempts, settings, info, measured, limit, ticker)
@@ -305,7 +306,7 @@ def _encode_lossy(
         if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
             ceiling = min(ceiling, limit - rise - PEAK_SAFETY_DB)  # last try: the peak first
         plan = solve_gain(scratch, measured, rate, target, ceiling, lowered, plan, LOSSY_AIM_LU)
-        sent_lufs, _ = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
+        sent_lufs = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
         output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
         rise = max(rise, output_peak - ceiling)
         encoded = _Encoded(path, output_lufs, output_peak, plan.clip_db is not None)
@@ -343,14 +344,17 @@ def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
 def _pass2(
     src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: Measured,
     plan: GainPlan, ceiling_db: float, lowered: np.ndarray | None, ticker: ProgressTicker,
-) -> tuple[float, float]:
+    peak: TruePeakMeter | None = None,
+) -> float:
     """Scratch -> gain -> (soft clipper) -> true-peak limiter -> encode -> mux (+ copied video).
 
-    Returns loudness and true peak of the limited signal as it went to the encoder.
+    Returns the loudness of the limited signal as it went to the encoder; ``peak``, if given,
+    meters its true peak. Lossless output gives one: that signal is the output. Lossy output
+    does not: the decoded file's peak is what counts, and :func:`_measure_file` reads it.
     """
     rate = _output_rate(info)
     channels = measured.channels
-    loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
+    loudness = LoudnessMeter(rate, channels)
     with open_input(src) as video_in, av.open(str(dst), "w") as out:
         src_audio = video_in.streams.audio[0]
         layout = layout_name(channels, src_audio)
@@ -375,7 +379,8 @@ def _pass2(
                 if block.shape[1] == 0:
                     continue
                 loudness.update(block)
-                peak.update(block)
+                if peak is not None:
+                    peak.update(block)
                 frame = float_frame(block, layout, rate, written)
                 written += block.shape[1]
                 # Interleave copied video up to this audio time so the muxer never buffers much.
@@ -390,7 +395,7 @@ def _pass2(
         while pending_video is not None:
             remux_packet(out, pending_video, v_outs[pending_video.stream.index])
             pending_video = next(video_packets, None)
-    return loudness.integrated(), peak.peak_db()
+    return loudness.integrated()
 
 
 def _measure_file(path: Path, window: int, limit_db: float,
