@@ -10,7 +10,6 @@ attenuation in dB: lower it when the result sounds processed.
 from __future__ import annotations
 
 import ctypes
-import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from scipy.signal import butter, sosfilt
 from nolly_pipeline.processing.dfn3 import DFN3
 from nolly_pipeline.processing.nsnet2 import NSNet2
 from nolly_pipeline.processing.overlap_add import HalfOverlapAdd
+from nolly_pipeline.processing.padded_drain import PaddedDrain
 
 
 class _WienerPostFilter:
@@ -87,7 +87,7 @@ class _WienerPostFilter:
         return self._add(np.fft.irfft(spectra, axis=1) * self._window)
 
 
-class _RNNoise:
+class _RNNoise(PaddedDrain):
     """RNNoise (recurrent network trained on speech) on one channel, then the post-filter.
 
     Calls the library bundled in ``pyrnnoise`` directly: its own wrapper re-creates numpy
@@ -127,7 +127,7 @@ class _RNNoise:
         self._destroy(self._state)
 
 
-class _Spectral:
+class _Spectral(PaddedDrain):
     """Stationary-noise Wiener filter for material a speech model would gate (music, ambience).
 
     STFT with a sqrt-Hann window at 50% overlap (perfect reconstruction); the noise floor per
@@ -171,13 +171,6 @@ class _Spectral:
         return out
 
 
-def _drain_by_padding(denoiser: _RNNoise | _Spectral | NSNet2, tail: np.ndarray) -> np.ndarray:
-    """The last input (shorter than a frame), then zeros in whole frames until all that the
-    denoiser holds back has come out: ``len(tail) + latency`` samples."""
-    data = np.concatenate([tail, np.zeros(denoiser.latency + denoiser.frame)])
-    return denoiser(data[: len(data) - len(data) % denoiser.frame])[: len(tail) + denoiser.latency]
-
-
 class Denoiser:
     """Feeds any chunk size to per-channel frame denoisers and removes their latency.
 
@@ -198,10 +191,6 @@ class Denoiser:
             return _RNNoise(strength) if kind == "rnnoise" else _Spectral(strength)
 
         self._channels = [factory() for _ in range(channels)]
-        # How each channel ends its stream: DeepFilterNet3 runs a short last chunk
-        # (``DFN3.drain``); the others take zeros in whole frames.
-        self._drains = [den.drain if isinstance(den, DFN3) else functools.partial(_drain_by_padding, den)
-                        for den in self._channels]
         self._workers = [ThreadPoolExecutor(1) for _ in range(channels)]
         self._frame = self._channels[0].frame
         self._latency = self._channels[0].latency
@@ -224,8 +213,8 @@ class Denoiser:
         """The input still pending, then all that the denoisers hold back as latency."""
         owed = self._samples_in - self._samples_out
         done = self._collect()
-        self._in_flight = [worker.submit(drain, self._pending[c])
-                           for c, (worker, drain) in enumerate(zip(self._workers, self._drains))]
+        self._in_flight = [worker.submit(den.drain, self._pending[c])
+                           for c, (worker, den) in enumerate(zip(self._workers, self._channels))]
         self._pending = self._pending[:, :0]
         return np.concatenate([done, self._collect()], axis=1)[:, :owed]
 

@@ -25,9 +25,10 @@ from scipy.ndimage import maximum_filter1d
 
 from nolly_pipeline.processing.dialogue_activity import TalkingFrames
 from nolly_pipeline.processing.overlap_add import HalfOverlapAdd
+from nolly_pipeline.processing.padded_drain import PaddedDrain
 
 
-class NSNet2:
+class NSNet2(PaddedDrain):
     """One channel through NSNet2; output lags the input by one hop (overlap-add).
 
     Gains the model is sure of (below ``_knee``: a bin it finds mostly noise) are pushed
