@@ -336,9 +336,12 @@ class Results:
         low, high = np.percentile(ratios, [2.5, 97.5])
         return float(low), float(high)
 
+    def stoi_drops(self, method: str) -> dict[tuple[str, float], float]:
+        """STOI lost from the unprocessed input, per (noise, SNR)."""
+        return {key: self.cell("none", *key, "stoi") - self.cell(method, *key, "stoi") for key in self.scores[method]}
+
     def worst_stoi_drop(self, method: str) -> tuple[float, tuple[str, float]]:
-        drops = {key: self.cell("none", key[0], key[1], "stoi") - self.cell(method, key[0], key[1], "stoi")
-                 for key in self.scores[method]}
+        drops = self.stoi_drops(method)
         key = max(drops, key=drops.get)
         return drops[key], key
 
