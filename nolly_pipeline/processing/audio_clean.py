@@ -411,15 +411,15 @@ def _measure_file(path: Path, window: int, limit_db: float,
         channels = stream.codec_context.channels
         rate = stream.codec_context.sample_rate
         decoded = FloatFrames(container, stream, rate)
-        loudness, peak = LoudnessMeter(rate, channels), TruePeakMeter(channels)
-        windows = WindowPeaks(channels, window, limit_db)
-        lead: int | None = None  # decoded samples before ``start``
+        loudness = LoudnessMeter(rate, channels)
+        peaks: WindowPeaks | None = None
         for block in float_blocks(decoded, rate):
             loudness.update(block)
-            peak.update(block)
-            if lead is None:
+            if peaks is None:  # the decoder's first timestamp says how many samples lead
                 lead = max(round((start - (decoded.start or 0.0)) * rate), 0)
-            cut = min(lead, block.shape[1])
-            lead -= cut
-            windows.update(block[:, cut:])
-    return loudness.integrated(), peak.peak_db(), windows.finish()
+                peaks = WindowPeaks(channels, window, limit_db, skip=lead)
+            peaks.update(block)
+    if peaks is None:  # nothing decoded
+        peaks = WindowPeaks(channels, window, limit_db)
+    windows = peaks.finish()
+    return loudness.integrated(), peaks.peak_db(), windows

@@ -342,24 +342,34 @@ def soft_clip(block: np.ndarray, ceiling_db: float, knee_db: float = 6.0) -> np.
 
 
 class WindowPeaks:
-    """True peak per fixed window of a stream, for the windows that reach ``threshold_db``.
+    """True peak per fixed window of a stream, for the windows that reach ``threshold_db``,
+    and the true peak of the whole stream.
 
     Finds where an encoder pushed peaks over a limit, so the next encode can lower the
     ceiling there only. Windows below the threshold read 0 (linear), which lets the
-    oversampler skip them. Memory is one float per window (36k per hour at 100 ms).
+    oversampler skip most of them. Memory is one float per window (36k per hour at 100 ms).
+    The stream's peak comes from the same oversampling (a :class:`TruePeakMeter` beside it
+    oversampled every decoded block a second time: 0.1 s of the 0.25 s a 60 s MP3's
+    re-measure took). The first ``skip`` samples count towards it but belong to no window.
     """
 
-    def __init__(self, channels: int, window: int, threshold_db: float) -> None:
+    def __init__(self, channels: int, window: int, threshold_db: float, skip: int = 0) -> None:
         self._oversampler = Oversampler(channels)
         self._channels = channels
         self._window = window
         self._threshold = 10 ** (threshold_db / 20)
-        self._to_skip = PEAK_DELAY  # the oversampler's output lags its input
+        self._to_skip = skip + PEAK_DELAY  # the oversampler's output lags its input
+        self._peak = 0.0
         self._peaks: list[np.ndarray] = []
         self._partial = np.zeros(0)
 
     def update(self, block: np.ndarray) -> None:
-        peaks = self._oversampler(block, self._threshold)
+        if block.shape[1] == 0:
+            return
+        # Points under both the threshold and the peak so far matter to neither figure.
+        running = max(self._peak, float(np.abs(block).max()))
+        peaks = self._oversampler(block, min(self._threshold, running))
+        self._peak = max(running, float(peaks.max()))
         skip = min(self._to_skip, len(peaks))
         self._to_skip -= skip
         data = np.concatenate([self._partial, peaks[skip:]])
@@ -372,4 +382,9 @@ class WindowPeaks:
         """Linear true peak per window (0 where under the threshold), ringing included."""
         self.update(np.zeros((self._channels, PEAK_DELAY + 1)))
         tail = [self._partial.max(keepdims=True)] if len(self._partial) else []
-        return np.concatenate(self._peaks + tail) if self._peaks or tail else np.zeros(0)
+        peaks = np.concatenate(self._peaks + tail) if self._peaks or tail else np.zeros(0)
+        return np.where(peaks >= self._threshold, peaks, 0.0)
+
+    def peak_db(self) -> float:
+        """The stream's true peak, skipped samples included; call after :meth:`finish`."""
+        return db(self._peak)

@@ -99,6 +99,30 @@ def test_window_peaks_find_the_windows_over_the_threshold():
     clap = over[np.argmax(peaks[over])]
     reference = true_peak_db(x[:, max(clap - 1, 0) * window : (clap + 2) * window])
     assert 20 * np.log10(peaks[clap]) == pytest.approx(reference, abs=0.1)
+    assert np.all((peaks == 0) | (peaks > 10 ** (-6 / 20))), "under the threshold reads 0"
+    assert meter.peak_db() == pytest.approx(true_peak_db(x), abs=0.01)
+
+
+def test_window_peaks_skip_a_lead_that_still_counts_for_the_stream_peak():
+    """Samples before ``skip`` (an encoder's priming) belong to no window; the clap at 1 s
+    lies in them, so no window reaches the threshold, but the stream's peak is the clap's."""
+    rate, window = 48_000, 960
+    x = _signal(rate)
+    lead = int(1.5 * rate)
+    meter = WindowPeaks(2, window, -6.0, skip=lead)
+    for block in _in_blocks(x):
+        meter.update(block)
+    peaks = meter.finish()
+    assert len(peaks) == (x.shape[1] - lead) // window + 1
+    assert not np.any(peaks > 10 ** (-6 / 20))
+    assert meter.peak_db() == pytest.approx(true_peak_db(x), abs=0.01)
+    alone = WindowPeaks(2, window, -20.0)
+    for block in _in_blocks(x[:, lead:]):
+        alone.update(block)
+    shifted = WindowPeaks(2, window, -20.0, skip=lead)
+    for block in _in_blocks(x):
+        shifted.update(block)
+    np.testing.assert_allclose(shifted.finish()[1:], alone.finish()[1:], rtol=1e-9)
 
 
 def test_soft_clip_is_smooth_below_the_ceiling_and_leaves_the_quiet_alone():
