@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from nolly_pipeline.storage.objects import S3ObjectStore
 from nolly_pipeline_tests.e2e.daemon import spawn_daemon, wait_until, write_instance_yaml
@@ -210,6 +210,16 @@ def run_census(home: Path, job_ids: Iterable[Any]) -> RunCensus:
     finally:
         instance.dispose()
     return census
+
+
+def run_failure_messages(home: Path, run_id: str) -> list[str]:
+    """The messages of the failures Dagster recorded for a run (a reconciler's among them)."""
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        entries = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+        return [e.dagster_event.message or "" for e in entries if e.dagster_event is not None]
+    finally:
+        instance.dispose()
 
 
 def wait_runs_finished(home: Path, timeout: float = 120) -> float:
