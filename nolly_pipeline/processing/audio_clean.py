@@ -10,7 +10,7 @@ without loudnorm's dynamic mode (which misses the target by several LU). When th
 alone cannot reach the target (peaks too far above the loudness, as when RNNoise leaves only
 the onsets of non-speech sounds), a soft clipper goes in front of it. Lossy encoders add
 overshoot, so their output is decoded and re-measured, and pass 2 repeats with a corrected
-gain and ceiling if it missed. Nothing holds more than a block of samples in memory.
+gain and ceiling if it missed (``lossy_encode.py``). Nothing holds more than a block of samples in memory.
 
 Video inputs keep their video packets untouched; only the audio is re-encoded.
 """
@@ -18,7 +18,6 @@ Video inputs keep their video packets untouched; only the audio is re-encoded.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -39,20 +38,15 @@ from nolly_pipeline.processing.audio_stream import (
     float_frame,
     layout_name,
     scratch_blocks,
-    scratch_samples,
 )
-from nolly_pipeline.processing.gain_plan import (
-    LOSSY_AIM_LU,
-    LOUDNESS_TOLERANCE_LU,
-    PEAK_SAFETY_DB,
-    GainPlan,
-    Measured,
-    ceiling_window,
-    limited,
-    overshoot_db,
-    solve_gain,
+from nolly_pipeline.processing.gain_plan import PEAK_SAFETY_DB, GainPlan, Measured, limited, solve_gain
+from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakMeter
+from nolly_pipeline.processing.lossy_encode import (
+    LOSSY_CODECS,
+    encode_lossy,
+    output_bit_rate,
+    ringing_margin_db,
 )
-from nolly_pipeline.processing.loudness import LoudnessMeter, TruePeakMeter, WindowPeaks
 from nolly_pipeline.processing.media import (
     MediaInfo,
     ProgressTicker,
@@ -76,31 +70,12 @@ from nolly_pipeline.processing.peak_track import PeakTrack
 PROCESSING_VERSION = "audio-clean/5"
 
 WORK_RATE = 48_000  # RNNoise, DeepFilterNet3 and NSNet2 run at 48 kHz; denoising happens at this rate
-_LOSSY_CODECS = {"aac", "ac3", "eac3", "libmp3lame", "libopus", "libvorbis", "mp2"}
 # When the source codec has no encoder here (PyAV's FFmpeg has no libvorbis), one that the
 # container holds at any sample rate: lossless FLAC for Ogg (Opus would force 48 kHz).
 _FALLBACK_CODECS = {".ogg": "flac"}
 _WAV_CODECS = {"pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le"}
 # FFmpeg names encoders differently from the codecs they produce for a few formats.
 _ENCODER_NAMES = {"mp3": "libmp3lame", "opus": "libopus", "vorbis": "libvorbis"}
-_MIN_LOSSY_BIT_RATE = 64_000  # per channel (up to two): speech-grade MP3/AAC
-# Lossy encoders ring over the limited peaks, more at lower rates; the first encode leaves
-# this much headroom, by bit rate per channel. Measured on espeak speech after limiting:
-# MP3 at 64 kbit/s rose 1.5-3.4 dB, AAC at ~69 kbit/s 1.5-1.7 dB, 128 kbit/s about 1 dB.
-_LOSSY_MARGIN_DB = ((_MIN_LOSSY_BIT_RATE, 2.0), (128_000, 1.0))
-# Lossy output this close to the target (and under the limit) is kept: a re-encode would
-# risk the codec's ringing for little.
-_GOOD_ENOUGH_LU = 0.5
-# Lossy output: encode, decode, correct (peak and loudness). A fourth encode changed 2 of the
-# 36 lossy-loudness benchmark cases by at most 0.2 LU and no case's verdict, and it cost a
-# second and a half on a 60 s MP3 (PyAV's LAME encodes at ~60x real time here).
-_MAX_ENCODES = 3
-# Lossy output: an overshoot lowers the ceiling by its full amount in the windows where it
-# happened (``gain_plan.overshoot_db``) and everywhere by this share of it: codec ringing
-# near the ceiling moves between encodes, so local corrections alone chase it. Measured on 36 lossy cases (speech and
-# tones, mp3 at 64/128 kbit/s and AAC, four targets): 24 in range, against 20 for the
-# whole overshoot taken off the global ceiling and 22 for local corrections alone.
-_GLOBAL_SHARE = 0.5
 _CONTENT_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
     ".ogg": "audio/ogg", ".opus": "audio/ogg",
@@ -232,25 +207,6 @@ def _output_codec(info: MediaInfo, suffix: str) -> str:
     return codec
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    """One encode of lossy output, as a player decodes it."""
-
-    path: Path
-    loudness: float
-    true_peak_db: float
-    clipped: bool
-
-    def rank(self, limit_db: float, target: float | None) -> tuple[bool, float, float]:
-        """Sort key, best first: under the peak limit, then least overshoot, then least miss.
-
-        ``target`` is None when the audio is too quiet to normalise: only the peak counts.
-        """
-        overshoot = self.true_peak_db - limit_db
-        miss = abs(target - self.loudness) if target is not None else 0.0
-        return overshoot > 0, max(overshoot, 0.0), miss
-
-
 def _normalise(
     src: Path, scratch: BinaryIO, dst: Path, settings: AudioCleanSettings, info: MediaInfo,
     measured: Measured, ticker: ProgressTicker,
@@ -259,86 +215,24 @@ def _normalise(
 
     Returns the output's loudness and true peak, and whether it was soft-clipped. Lossless
     output is judged on the limited float signal. Lossy output is decoded and re-measured,
-    since the encoder shifts both (an MP3 low-pass takes loudness, ringing adds peak). It
-    is re-encoded only when that can change the outcome: the peak overshot, or the loudness
-    missed although the dry runs had hit the target (the target moves by the encoder's
-    shift), or it came out too quiet well under the limit (the codec took peaks off, as an
-    MP3 low-pass does to clicks: the ceiling goes up, never past the limit). Otherwise,
-    when the dry runs were already short, another encode would land in the same place. An
-    overshoot lowers the ceiling by its full amount where it happened and by
-    ``_GLOBAL_SHARE`` of it everywhere else. Codec ringing on heavily limited audio varies
-    from one encode to the next, so a correction can come out worse: the best encode
-    (:meth:`_Encoded.rank`) is the one kept, and if none is under the limit by the last
-    try, that one leaves room for the largest rise any encode put on its ceiling.
+    since the encoder shifts both, and encoded again when that can help
+    (``lossy_encode.py``).
     """
     limit = settings.true_peak_db - PEAK_SAFETY_DB
-    if _output_codec(info, dst.suffix) not in _LOSSY_CODECS:
-        plan = solve_gain(scratch, measured, _output_rate(info), settings.loudness_lufs,
-                          limit, None, None)
+    rate = _output_rate(info)
+    if _output_codec(info, dst.suffix) not in LOSSY_CODECS:
+        plan = solve_gain(scratch, measured, rate, settings.loudness_lufs, limit, None, None)
         peak = TruePeakMeter(measured.channels)
         lufs = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker, peak)
         return lufs, peak.peak_db(), plan.clip_db is not None
-    attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
-    try:
-        best = _encode_lossy(src, scratch, attempts, settings, info, measured, limit, ticker)
-        best.path.replace(dst)
-    finally:  # a cancelled job or a failed encode must not leave hidden files behind
-        for path in attempts:
-            path.unlink(missing_ok=True)
+
+    def encode(path: Path, plan: GainPlan, ceiling_db: float, lowered: np.ndarray) -> float:
+        return _pass2(src, scratch, path, info, measured, plan, ceiling_db, lowered, ticker)
+
+    channels = measured.channels
+    margin = ringing_margin_db(output_bit_rate(info.audio_bit_rate, channels), channels)
+    best = encode_lossy(encode, dst, scratch, measured, rate, settings.loudness_lufs, limit, margin)
     return best.loudness, best.true_peak_db, best.clipped
-
-
-def _encode_lossy(
-    src: Path, scratch: BinaryIO, attempts: list[Path], settings: AudioCleanSettings,
-    info: MediaInfo, measured: Measured, limit: float, ticker: ProgressTicker,
-) -> _Encoded:
-    """Encode to ``attempts`` in turn (see :func:`_normalise`) and return the best one."""
-    ceiling = limit - _lossy_margin_db(info, measured.channels)
-    rate = _output_rate(info)
-    window = ceiling_window(rate)
-    lowered = np.zeros(-(-scratch_samples(scratch, measured.channels) // window))
-    target = settings.loudness_lufs
-    goal = settings.loudness_lufs if measured.normalisable else None
-    plan: GainPlan | None = None
-    best: _Encoded | None = None
-    rise = 0.0  # the most any encode has put on top of its ceiling
-    for attempt, path in enumerate(attempts):
-        if attempt == len(attempts) - 1 and best is not None and best.true_peak_db > limit:
-            ceiling = min(ceiling, limit - rise - PEAK_SAFETY_DB)  # last try: the peak first
-        plan = solve_gain(scratch, measured, rate, target, ceiling, lowered, plan, LOSSY_AIM_LU)
-        sent_lufs = _pass2(src, scratch, path, info, measured, plan, ceiling, lowered, ticker)
-        output_lufs, output_peak, window_peaks = _measure_file(path, window, limit, measured.start)
-        rise = max(rise, output_peak - ceiling)
-        encoded = _Encoded(path, output_lufs, output_peak, plan.clip_db is not None)
-        if best is None or encoded.rank(limit, goal) < best.rank(limit, goal):
-            best, encoded = encoded, best
-        if encoded is not None:
-            encoded.path.unlink()
-        miss = goal - output_lufs if goal is not None else 0.0
-        # Too quiet with room under the limit: a higher ceiling lets the limiter give more.
-        room = miss > 0 and output_peak < limit - LOUDNESS_TOLERANCE_LU and ceiling < limit
-        loudness_fixable = abs(plan.miss) <= LOUDNESS_TOLERANCE_LU or room
-        if output_peak <= limit and (abs(miss) <= _GOOD_ENOUGH_LU or not loudness_fixable):
-            break
-        target = settings.loudness_lufs + (sent_lufs - output_lufs)
-        lowered += overshoot_db(window_peaks, limit, len(lowered))
-        # Overshoot lowers the ceiling; room left under the limit raises it (never past it).
-        ceiling = min(ceiling - _GLOBAL_SHARE * (output_peak - limit), limit)
-    assert best is not None  # at least one attempt ran, or an exception left
-    return best
-
-
-def _lossy_bit_rate(info: MediaInfo, channels: int) -> int:
-    """The source's rate, as its editor chose it, but never under the floor.
-
-    A stream's figure is often an average (near nothing for a quiet AAC track).
-    """
-    return max(info.audio_bit_rate or 0, _MIN_LOSSY_BIT_RATE * min(channels, 2))
-
-
-def _lossy_margin_db(info: MediaInfo, channels: int) -> float:
-    rates, margins = zip(*_LOSSY_MARGIN_DB)
-    return float(np.interp(_lossy_bit_rate(info, channels) / channels, rates, margins))
 
 
 def _pass2(
@@ -350,7 +244,7 @@ def _pass2(
 
     Returns the loudness of the limited signal as it went to the encoder; ``peak``, if given,
     meters its true peak. Lossless output gives one: that signal is the output. Lossy output
-    does not: the decoded file's peak is what counts, and :func:`_measure_file` reads it.
+    does not: the decoded file's peak is what counts (``lossy_encode.measure_file``).
     """
     rate = _output_rate(info)
     channels = measured.channels
@@ -360,8 +254,8 @@ def _pass2(
         layout = layout_name(channels, src_audio)
         codec = _output_codec(info, dst.suffix)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
-        if codec in _LOSSY_CODECS:
-            a_out.bit_rate = _lossy_bit_rate(info, channels)
+        if codec in LOSSY_CODECS:
+            a_out.bit_rate = output_bit_rate(info.audio_bit_rate, channels)
         elif src_audio.codec_context.format.name in {f.name for f in a_out.codec.audio_formats or []}:
             a_out.format = src_audio.codec_context.format.name  # keep PCM/FLAC bit depth
         a_out.time_base = Fraction(1, rate)
@@ -397,29 +291,3 @@ def _pass2(
             pending_video = next(video_packets, None)
     return loudness.integrated()
 
-
-def _measure_file(path: Path, window: int, limit_db: float,
-                  start: float) -> tuple[float, float, np.ndarray]:
-    """Loudness and true peak of an encoded file's first audio track, as a player decodes it.
-
-    Also the true peak per ``window`` samples where it reaches ``limit_db`` (0 elsewhere),
-    counted from ``start`` (seconds, where the audio was written): when audio starts late
-    in MP4/MOV, the decoder also returns the encoder's priming samples before it.
-    """
-    with open_input(path) as container:
-        stream = container.streams.audio[0]
-        channels = stream.codec_context.channels
-        rate = stream.codec_context.sample_rate
-        decoded = FloatFrames(container, stream, rate)
-        loudness = LoudnessMeter(rate, channels)
-        peaks: WindowPeaks | None = None
-        for block in float_blocks(decoded, rate):
-            loudness.update(block)
-            if peaks is None:  # the decoder's first timestamp says how many samples lead
-                lead = max(round((start - (decoded.start or 0.0)) * rate), 0)
-                peaks = WindowPeaks(channels, window, limit_db, skip=lead)
-            peaks.update(block)
-    if peaks is None:  # nothing decoded
-        peaks = WindowPeaks(channels, window, limit_db)
-    windows = peaks.finish()
-    return loudness.integrated(), peaks.peak_db(), windows

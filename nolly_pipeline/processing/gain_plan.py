@@ -31,7 +31,7 @@ from nolly_pipeline.processing.peak_track import PeakTrack
 PEAK_SAFETY_DB = 0.1
 LOUDNESS_TOLERANCE_LU = 0.3  # the gain search aims within half of this
 # Before a lossy encode the search aims closer: the codec moves the loudness by up to about
-# half a LU of its own, and a first encode more than audio_clean's _GOOD_ENOUGH_LU off is
+# half a LU of its own, and a first encode more than lossy_encode's _GOOD_ENOUGH_LU off is
 # encoded again. A 60 s MP3 aimed 0.15 LU quiet landed 0.57 LU quiet: a second encode and
 # decode (2.3 s) to spare one dry run (0.2 s).
 LOSSY_AIM_LU = 0.05
