@@ -224,11 +224,17 @@ class TruePeakMeter:
         self._channels = channels
         self._peak = 0.0
 
-    def update(self, block: np.ndarray) -> None:
-        if block.shape[1]:
-            # The true peak is at least the sample peak, so nothing below it needs filtering.
-            threshold = max(self._peak, float(np.abs(block).max()))
-            self._peak = max(threshold, float(self._oversampler(block, threshold).max()))
+    def update(self, block: np.ndarray, floor: float = math.inf) -> np.ndarray:
+        """Meter ``block``; returns its per-sample true peaks (:class:`Oversampler`'s order),
+        exact where they reach the peak so far or ``floor`` (linear), whichever is lower, and
+        possibly 0 elsewhere: a caller that needs the peaks over a level asks for them."""
+        if block.shape[1] == 0:
+            return np.zeros(0)
+        # The true peak is at least the sample peak, so nothing below it needs filtering.
+        threshold = max(self._peak, float(np.abs(block).max()))
+        peaks = self._oversampler(block, min(threshold, floor))
+        self._peak = max(threshold, float(peaks.max()))
+        return peaks
 
     def peak_db(self) -> float:
         """Peak so far, including the ringing just past the last sample (as after a cut)."""
@@ -348,28 +354,23 @@ class WindowPeaks:
     Finds where an encoder pushed peaks over a limit, so the next encode can lower the
     ceiling there only. Windows below the threshold read 0 (linear), which lets the
     oversampler skip most of them. Memory is one float per window (36k per hour at 100 ms).
-    The stream's peak comes from the same oversampling (a :class:`TruePeakMeter` beside it
-    oversampled every decoded block a second time: 0.1 s of the 0.25 s a 60 s MP3's
-    re-measure took). The first ``skip`` samples count towards it but belong to no window.
+    The stream's peak comes from the same oversampling, its :class:`TruePeakMeter`'s (one
+    beside it oversampled every decoded block a second time: 0.1 s of the 0.25 s a 60 s
+    MP3's re-measure took). The first ``skip`` samples count towards it but belong to no
+    window.
     """
 
     def __init__(self, channels: int, window: int, threshold_db: float, skip: int = 0) -> None:
-        self._oversampler = Oversampler(channels)
+        self._meter = TruePeakMeter(channels)
         self._channels = channels
         self._window = window
         self._threshold = 10 ** (threshold_db / 20)
         self._to_skip = skip + PEAK_DELAY  # the oversampler's output lags its input
-        self._peak = 0.0
         self._peaks: list[np.ndarray] = []
         self._partial = np.zeros(0)
 
     def update(self, block: np.ndarray) -> None:
-        if block.shape[1] == 0:
-            return
-        # Points under both the threshold and the peak so far matter to neither figure.
-        running = max(self._peak, float(np.abs(block).max()))
-        peaks = self._oversampler(block, min(self._threshold, running))
-        self._peak = max(running, float(peaks.max()))
+        peaks = self._meter.update(block, self._threshold)
         skip = min(self._to_skip, len(peaks))
         self._to_skip -= skip
         data = np.concatenate([self._partial, peaks[skip:]])
@@ -386,5 +387,5 @@ class WindowPeaks:
         return np.where(peaks >= self._threshold, peaks, 0.0)
 
     def peak_db(self) -> float:
-        """The stream's true peak, skipped samples included; call after :meth:`finish`."""
-        return db(self._peak)
+        """The stream's true peak, skipped samples and the ringing after the last included."""
+        return self._meter.peak_db()
