@@ -45,7 +45,6 @@ from nolly_pipeline.processing.lossy_encode import (
     LOSSY_CODECS,
     encode_lossy,
     output_bit_rate,
-    ringing_margin_db,
 )
 from nolly_pipeline.processing.media import (
     MediaInfo,
@@ -229,9 +228,8 @@ def _normalise(
     def encode(path: Path, plan: GainPlan, ceiling_db: float, lowered: np.ndarray) -> float:
         return _pass2(src, scratch, path, info, measured, plan, ceiling_db, lowered, ticker)
 
-    channels = measured.channels
-    margin = ringing_margin_db(output_bit_rate(info.audio_bit_rate, channels), channels)
-    best = encode_lossy(encode, dst, scratch, measured, rate, settings.loudness_lufs, limit, margin)
+    bit_rate = output_bit_rate(info.audio_bit_rate, measured.channels)
+    best = encode_lossy(encode, dst, scratch, measured, rate, settings.loudness_lufs, limit, bit_rate)
     return best.loudness, best.true_peak_db, best.clipped
 
 

@@ -89,9 +89,12 @@ class Encoded:
 
 def encode_lossy(
     encode: Encode, dst: Path, scratch: BinaryIO, measured: Measured, rate: int,
-    target_lufs: float, limit_db: float, margin: float,
+    target_lufs: float, limit_db: float, bit_rate: int,
 ) -> Encoded:
     """Encode ``scratch`` to ``dst`` with the gain that meets the target under the limit.
+
+    The first encode leaves room for the codec's ringing at ``bit_rate``
+    (:func:`ringing_margin_db`).
 
     Each encode goes to a hidden file beside ``dst`` and is decoded and re-measured. It is
     re-encoded only when that can change the outcome: the peak overshot, or the loudness
@@ -107,6 +110,7 @@ def encode_lossy(
     """
     attempts = [dst.with_name(f".{dst.stem}.{n}{dst.suffix}") for n in range(_MAX_ENCODES)]
     try:
+        margin = ringing_margin_db(bit_rate, measured.channels)
         best = _encode_attempts(encode, attempts, scratch, measured, rate, target_lufs, limit_db, margin)
         best.path.replace(dst)
     finally:  # a cancelled job or a failed encode must not leave hidden files behind
