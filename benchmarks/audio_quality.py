@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import write_section  # noqa: E402
 from benchmarks._rss import peak_rss_kib  # noqa: E402
-from nolly_pipeline.processing.settings import AudioCleanSettings  # noqa: E402
 from nolly_pipeline_tests.processing import speech_quality as q  # noqa: E402
 from nolly_pipeline_tests.processing.reference import encode_audio  # noqa: E402
 
@@ -38,20 +37,15 @@ STOI_GOAL = 0.03  # largest STOI drop from the unprocessed input, per noise kind
 DNSMOS_GOAL = 1.1  # mean DNSMOS OVRL over the best peer's
 
 
-# What a job runs with no settings: -16 LUFS under -1.5 dBTP (speech_quality.ours otherwise
-# runs at DENOISER_LOUDNESS, -23 LUFS, where the limiter stays idle on this speech).
-AT_DEFAULTS = {"loudness_lufs": AudioCleanSettings().loudness_lufs}
-
-
 def methods() -> dict:
     return {
         "clean": None,  # filled per clip below
-        "ours (default: dfn3)": q.ours(AT_DEFAULTS),
+        "ours (default: dfn3)": q.ours(q.AT_DEFAULTS),
         "ours, denoiser alone (-23 LUFS)": q.ours({}),
-        "ours, strength 0.5": q.ours({**AT_DEFAULTS, "strength": 0.5}),
-        "ours, denoise: nsnet2": q.ours({**AT_DEFAULTS, "denoise": "nsnet2"}),
-        "ours, denoise: rnnoise": q.ours({**AT_DEFAULTS, "denoise": "rnnoise"}),
-        "ours, denoise: spectral": q.ours({**AT_DEFAULTS, "denoise": "spectral"}),
+        "ours, strength 0.5": q.ours({**q.AT_DEFAULTS, "strength": 0.5}),
+        "ours, denoise: nsnet2": q.ours({**q.AT_DEFAULTS, "denoise": "nsnet2"}),
+        "ours, denoise: rnnoise": q.ours({**q.AT_DEFAULTS, "denoise": "rnnoise"}),
+        "ours, denoise: spectral": q.ours({**q.AT_DEFAULTS, "denoise": "spectral"}),
         "afftdn": q.peer_afftdn,
         "noisereduce": q.peer_noisereduce,
         "NSNet2 48k": q.NSNet2Peer(48_000),
@@ -84,7 +78,7 @@ def _speed(tmp: Path) -> tuple[float, float, float]:
     """
     clean = np.concatenate([q.dialogue(i, 15, tmp) for i in range(4)])
     noisy = q.mix_at_snr(clean, q.NOISES["canteen"](len(clean), np.random.default_rng(3), tmp), 5.0)
-    run = q.ours(AT_DEFAULTS)
+    run = q.ours(q.AT_DEFAULTS)
     ours, afftdn = [], []
     for _ in range(3):
         start = time.perf_counter()

@@ -14,7 +14,6 @@ import shutil
 
 import pytest
 
-from nolly_pipeline.processing.settings import AudioCleanSettings
 from nolly_pipeline_tests.processing import speech_quality as q
 
 pytest.importorskip("pystoi")
@@ -32,16 +31,11 @@ def clips(tmp_path_factory) -> list[q.Clip]:
     return q.corpus(10, 1, tmp_path_factory.mktemp("quality"))
 
 
-# What a job runs with no settings: -16 LUFS under -1.5 dBTP (speech_quality.ours otherwise
-# runs at DENOISER_LOUDNESS, -23 LUFS, where the limiter stays idle on this speech).
-AT_DEFAULTS = {"loudness_lufs": AudioCleanSettings().loudness_lufs}
-
-
 @pytest.fixture(scope="module")
 def results(clips) -> q.Results:
     """Our job at its defaults and the peers on every clip, DNSMOS and STOI on every output
     (~0.4 s of CPU per clip and method), as the benchmark measures them."""
-    return q.evaluate(clips, {"ours": q.ours(AT_DEFAULTS), "afftdn": q.peer_afftdn,
+    return q.evaluate(clips, {"ours": q.ours(q.AT_DEFAULTS), "afftdn": q.peer_afftdn,
                               "noisereduce": q.peer_noisereduce, "NSNet2": q.NSNet2Peer(48_000)},
                       dnsmos=lambda method, clip: method != "none")
 
@@ -85,7 +79,7 @@ def test_the_loudness_stage_alone_keeps_most_of_the_dialogue(clips):
     speech. Its 2 ms look-ahead and 10 ms release dip the gain on each glottal peak, not over
     each syllable: measured 0.041 (traffic, 5 dB), where 5 ms / 100 ms cost 0.080. A
     regression guard: the issue's floor, 0.03, is the strict xfail below."""
-    drops = _drops(clips, {**AT_DEFAULTS, "denoise": "off"})
+    drops = _drops(clips, {**q.AT_DEFAULTS, "denoise": "off"})
     assert max(drops.values()) <= 0.045, _readable(drops)
 
 
