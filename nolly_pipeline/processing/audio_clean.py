@@ -219,26 +219,31 @@ def _normalise(
     """
     limit = settings.true_peak_db - PEAK_SAFETY_DB
     rate = _output_rate(info)
-    if _output_codec(info, dst.suffix) not in LOSSY_CODECS:
+    codec = _output_codec(info, dst.suffix)
+    if codec not in LOSSY_CODECS:
         plan = solve_gain(scratch, measured, rate, settings.loudness_lufs, limit, None, None)
         peak = TruePeakMeter(measured.channels)
-        lufs = _pass2(src, scratch, dst, info, measured, plan, limit, None, ticker, peak)
+        lufs = _pass2(src, scratch, dst, info, codec, None, measured, plan, limit, None, ticker, peak)
         return lufs, peak.peak_db(), plan.clip_db is not None
 
-    def encode(path: Path, plan: GainPlan, ceiling_db: float, lowered: np.ndarray) -> float:
-        return _pass2(src, scratch, path, info, measured, plan, ceiling_db, lowered, ticker)
-
     bit_rate = output_bit_rate(info.audio_bit_rate, measured.channels)
+
+    def encode(path: Path, plan: GainPlan, ceiling_db: float, lowered: np.ndarray) -> float:
+        return _pass2(src, scratch, path, info, codec, bit_rate, measured, plan, ceiling_db, lowered, ticker)
+
     best = encode_lossy(encode, dst, scratch, measured, rate, settings.loudness_lufs, limit, bit_rate)
     return best.loudness, best.true_peak_db, best.clipped
 
 
 def _pass2(
-    src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, measured: Measured,
-    plan: GainPlan, ceiling_db: float, lowered: np.ndarray | None, ticker: ProgressTicker,
-    peak: TruePeakMeter | None = None,
+    src: Path, scratch: BinaryIO, dst: Path, info: MediaInfo, codec: str, bit_rate: int | None,
+    measured: Measured, plan: GainPlan, ceiling_db: float, lowered: np.ndarray | None,
+    ticker: ProgressTicker, peak: TruePeakMeter | None = None,
 ) -> float:
     """Scratch -> gain -> (soft clipper) -> true-peak limiter -> encode -> mux (+ copied video).
+
+    ``codec`` and, for lossy output, ``bit_rate`` are :func:`_normalise`'s choice, made once
+    for every encode of the job.
 
     Returns the loudness of the limited signal as it went to the encoder; ``peak``, if given,
     meters its true peak. Lossless output gives one: that signal is the output. Lossy output
@@ -250,10 +255,9 @@ def _pass2(
     with open_input(src) as video_in, av.open(str(dst), "w") as out:
         src_audio = video_in.streams.audio[0]
         layout = layout_name(channels, src_audio)
-        codec = _output_codec(info, dst.suffix)
         a_out = out.add_stream(codec, rate=rate, layout=layout)
-        if codec in LOSSY_CODECS:
-            a_out.bit_rate = output_bit_rate(info.audio_bit_rate, channels)
+        if bit_rate is not None:
+            a_out.bit_rate = bit_rate
         elif src_audio.codec_context.format.name in {f.name for f in a_out.codec.audio_formats or []}:
             a_out.format = src_audio.codec_context.format.name  # keep PCM/FLAC bit depth
         a_out.time_base = Fraction(1, rate)
