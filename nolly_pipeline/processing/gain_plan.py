@@ -49,7 +49,10 @@ _MIN_SLOPE = 0.2
 # audio win over the target, and output_lufs shows how far short it landed.
 _MAX_CLIP_DRIVE_DB = 6.0
 # Short of the target by more than this with the limiter alone, try the soft clipper; less
-# is within the ±1 LU promise with room for the encoder, and not worth clipping speech.
+# is within the ±1 LU promise with room for the encoder, and not worth clipping speech: with
+# the clipper ahead of the limiter on every file (up to 6 dB off its loudest peak), DNSMOS
+# over the benchmark's dialogue fell from 1.101x to 1.098x NSNet2's (docs/benchmarks.md,
+# sixth session).
 _CLIP_WHEN_SHORT_LU = 0.5
 _MAX_LIMITING_DB = 20.0  # most gain reduction asked of the limiter on the loudest peak
 # A dry run over this much audio or more runs as two halves on two threads (the limiter's
