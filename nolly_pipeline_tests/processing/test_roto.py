@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nolly_pipeline.errors import InputError
-from nolly_pipeline.processing import roto as roto_module
+from nolly_pipeline.processing import roto_outputs
 from nolly_pipeline.processing.base import ProcessingResult
 from nolly_pipeline.processing.models import selfie_model_path
 from nolly_pipeline.processing.roto import RotoSettings, roto
@@ -285,14 +285,14 @@ def test_an_encoder_failure_surfaces_without_hanging(
 ) -> None:
     src = tmp_path / "clip.mp4"
     write_static_clip(src, width=320, height=180, frames=30, audio="aac")
-    write = roto_module._Writer._write
+    write = roto_outputs.Writer._write
 
     def failing_write(self, item):
         if self.spec.role == "matte":
             raise OSError("disk full")
         write(self, item)
 
-    monkeypatch.setattr(roto_module._Writer, "_write", failing_write)
+    monkeypatch.setattr(roto_outputs.Writer, "_write", failing_write)
     with pytest.raises(RuntimeError, match="encoding clip_matte.mp4 failed"):
         _roto(src, tmp_path / "out", models_dir)
 
